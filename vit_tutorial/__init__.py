@@ -1,0 +1,20 @@
+"""Vision Transformers from scratch on CIFAR-10: the package the tutorial book builds."""
+
+from .config import TrainConfig, ViTConfig, quick_mode
+from .errors import CheckpointError, DataNotFoundError, ImageError, TrainingDivergedError, VitTutorialError
+from .model import ViT, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "DataNotFoundError",
+    "ImageError",
+    "TrainConfig",
+    "TrainingDivergedError",
+    "ViT",
+    "ViTConfig",
+    "VitTutorialError",
+    "count_parameters",
+    "quick_mode",
+]

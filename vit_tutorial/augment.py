@@ -1,0 +1,63 @@
+"""Train-time augmentation on whole batches of uint8 images, on whatever device holds them.
+
+Working on batches instead of one PIL image at a time keeps the data on the GPU when there is one,
+and each function takes a `torch.Generator`, so a seeded run draws the same crops and flips again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Pad by `padding` (reflect) and cut a random window of the original size from each image.
+
+    Args:
+        images: (B, C, H, W), any dtype.
+
+    Returns:
+        (B, C, H, W), each image shifted by up to `padding` pixels in each direction.
+    """
+    b, _, h, w = images.shape
+    padded = F.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)  # (b, c, h + 2p, w + 2p)
+    top = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=generator.device)
+    left = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=generator.device)
+    rows = (top + torch.arange(h, device=top.device)).to(images.device)  # (b, h)
+    cols = (left + torch.arange(w, device=left.device)).to(images.device)  # (b, w)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+    return cropped.permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2. (B, C, H, W) -> (B, C, H, W)."""
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    flip = flip.to(images.device)[:, None, None, None]
+    return torch.where(flip, images.flip(-1), images)
+
+
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a `size` x `size` square at a random centre of each image (DeVries & Taylor, 2017).
+
+    The square may hang over the border, as in the original. (B, C, H, W) -> (B, C, H, W).
+    """
+    b, _, h, w = images.shape
+    cy = torch.randint(0, h, (b, 1, 1), generator=generator, device=generator.device).to(images.device)
+    cx = torch.randint(0, w, (b, 1, 1), generator=generator, device=generator.device).to(images.device)
+    ys = torch.arange(h, device=images.device)[None, :, None]
+    xs = torch.arange(w, device=images.device)[None, None, :]
+    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)  # (b, h, w)
+    return images * (~inside)[:, None].to(images.dtype)
+
+
+def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Apply the named augmentation (see `TrainConfig.augment`) to a (B, C, H, W) batch."""
+    if kind == "none":
+        return images
+    if kind not in ("flip-crop", "flip-crop-cutout"):
+        raise ValueError(f"unknown augmentation {kind!r}; expected 'none', 'flip-crop' or 'flip-crop-cutout'")
+    images = random_flip(random_crop(images, 4, generator), generator)
+    if kind == "flip-crop-cutout":
+        images = cutout(images, 12, generator)
+    return images

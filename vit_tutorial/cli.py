@@ -1,0 +1,163 @@
+"""`python -m vit_tutorial train | evaluate | predict` (also installed as `vit-tutorial`).
+
+Training options are generated from the fields of `ViTConfig` and `TrainConfig`, so the command
+line and the configs cannot drift apart. Errors are one line on stderr and a non-zero exit;
+set VIT_TUTORIAL_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+
+from .config import AUGMENTATIONS, SCHEDULES, TrainConfig, ViTConfig
+from .errors import VitTutorialError
+
+DEFAULT_OUT = Path("runs") / "vit"
+MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest is fixed by CIFAR-10
+CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES}
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """The `# comment` after each field in the dataclass source, used as option help."""
+    import inspect
+
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if "#" in rest and name.isidentifier():
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None) -> None:
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    comments = _field_comments(cls)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if names is not None and field.name not in names:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{comments.get(field.name, '')} (default: {field.default})"
+        kind = hints[field.name]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif field.name in CHOICES:
+            group.add_argument(flag, choices=CHOICES[field.name], default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=help_text)
+
+
+def _config_from_args(cls, args: argparse.Namespace):
+    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return cls(**chosen)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="ROOT", help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)")
+    parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 with torchvision if it is missing")
+    parser.add_argument("--subset", type=int, metavar="N", help="use N training images and N // 5 validation and test images (quick runs)")
+    parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+
+    train = commands.add_parser("train", help="train a ViT with SGD and early stopping", description="Train a ViT on CIFAR-10.")
+    _add_data_options(train)
+    train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_config_options(train, ViTConfig, MODEL_OPTIONS)
+    _add_config_options(train, TrainConfig)
+
+    evaluate = commands.add_parser("evaluate", help="test-set metrics of a checkpoint", description="Evaluate a checkpoint on the CIFAR-10 test set.")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT / "best.pt", help="checkpoint to evaluate (default: %(default)s)")
+    evaluate.add_argument("--metrics", type=Path, help="where to write the JSON metrics (default: next to the checkpoint)")
+
+    predict = commands.add_parser("predict", help="top-k classes for image files", description="Classify image files of any size.")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT / "best.pt", help="checkpoint to use (default: %(default)s)")
+    predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
+    return parser
+
+
+def _load_data(args: argparse.Namespace, val_size: int, seed: int):
+    from .data import load_cifar10
+
+    data = load_cifar10(args.data, val_size=val_size, seed=seed, download=args.download)
+    if args.subset:
+        data = data.subset(args.subset, max(args.subset // 5, 1), max(args.subset // 5, 1), seed)
+    return data
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate, save_metrics
+    from .train import build_model, fit, select_device
+
+    model_config = _config_from_args(ViTConfig, args)
+    train_config = _config_from_args(TrainConfig, args)
+    data = _load_data(args, train_config.val_size, train_config.seed)
+    print(f"data: {data.provenance['description']} from {data.provenance['root']} "
+          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)")  # fmt: skip
+    model = build_model(model_config, train_config.seed)
+    device = select_device(args.device)
+    try:
+        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        raise VitTutorialError(f"interrupted; finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue") from None
+    (args.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+    metrics = evaluate(result.model, data.test, device=device)
+    metrics.update(best_epoch=result.best_epoch, provenance=data.provenance, hardware=result.info["hardware"])
+    save_metrics(metrics, args.out / "metrics.json")
+    print(f"best epoch {result.best_epoch} (val accuracy {result.info['best_val_accuracy']:.4f}); "
+          f"test accuracy {metrics['accuracy']:.4f}; wrote {args.out}/best.pt, history.json, metrics.json")  # fmt: skip
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .evaluate import evaluate, save_metrics
+    from .train import select_device
+
+    payload = load_checkpoint(args.checkpoint)
+    train_config = payload.get("train_config") or {}
+    data = _load_data(args, train_config.get("val_size", 5000), train_config.get("seed", 0))
+    device = select_device(args.device)
+    model = model_from_checkpoint(payload, str(args.checkpoint)).to(device)
+    metrics = evaluate(model, data.test, device=device)
+    metrics["provenance"] = data.provenance
+    path = save_metrics(metrics, args.metrics or args.checkpoint.with_name("metrics.json"))
+    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images ({data.provenance['description']}); wrote {path}")
+    for name, row in metrics["per_class"].items():
+        print(f"  {name:<11} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model
+    from .predict import load_image, top_k
+
+    model = load_model(args.checkpoint)
+    for path in args.images:
+        ranked = top_k(model, load_image(path, model.config.image_size), args.top_k)
+        print(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+    try:
+        command(args)
+    except (VitTutorialError, ValueError) as error:
+        if os.environ.get("VIT_TUTORIAL_DEBUG"):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"vit-tutorial {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0

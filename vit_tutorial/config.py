@@ -1,0 +1,130 @@
+"""Typed configuration for the model and for training.
+
+Both are frozen dataclasses validated on construction, so a bad value fails where it is set,
+not deep inside a forward pass. `to_dict` / `from_dict` round-trip them through checkpoints and JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Augmentation = Literal["none", "flip-crop", "flip-crop-cutout"]
+Schedule = Literal["cosine", "constant"]
+
+AUGMENTATIONS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout")
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class _Serialisable:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        _require(not unknown, f"{cls.__name__} has no field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ViTConfig(_Serialisable):
+    image_size: int = 32  # side of the square input image, in pixels
+    patch_size: int = 8  # side of a square patch; must divide image_size
+    in_channels: int = 3  # RGB
+    num_classes: int = 10  # CIFAR-10
+    dim: int = 128  # width of every token embedding
+    depth: int = 12  # number of encoder blocks
+    heads: int = 4  # attention heads per block; must divide dim
+    mlp_dim: int = 512  # hidden width of each block's MLP
+    dropout: float = 0.0  # dropout on embeddings, attention weights and MLP outputs
+    drop_path: float = 0.0  # stochastic depth: largest rate, reached by the last block
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_dim"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"ViTConfig.{name} must be a positive integer, got {value!r}")
+        _require(
+            self.image_size % self.patch_size == 0,
+            f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
+            f"choose a patch size that divides it (for 32: 1, 2, 4, 8, 16 or 32)",
+        )
+        _require(
+            self.dim % self.heads == 0,
+            f"dim {self.dim} is not divisible by heads {self.heads}; each head gets dim // heads features",
+        )
+        for name in ("dropout", "drop_path"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"ViTConfig.{name} must be in [0, 1), got {value!r}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches along one side of the image (4 for 32x32 images and 8x8 patches)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length seen by the encoder: the patches plus the CLS token."""
+        return self.num_patches + 1
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch: patch_size * patch_size * in_channels."""
+        return self.patch_size**2 * self.in_channels
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Serialisable):
+    epochs: int = 100  # upper bound; early stopping usually ends sooner
+    batch_size: int = 256
+    lr: float = 0.05  # peak learning rate, reached after warmup
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # applied to weight matrices only, not to biases, norms or embeddings
+    warmup_epochs: int = 5  # linear warmup from 0 to lr
+    schedule: Schedule = "cosine"  # after warmup: cosine decay to 0 over the remaining epochs, or constant
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    patience: int = 10  # early stopping: epochs without a better validation accuracy before stopping
+    val_size: int = 5000  # images held out of the 50,000 training images for validation
+    seed: int = 0  # seeds the split, the initial weights, shuffling and augmentation
+    augment: Augmentation = "flip-crop"  # train-time augmentation, see vit_tutorial.augment
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_epochs", "patience", "val_size", "seed"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
+        _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        _require(not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0; set momentum or turn nesterov off")
+
+
+def quick_mode() -> bool:
+    """True when `VIT_TUTORIAL_QUICK` is set to 1: notebooks then use a small subset and few steps."""
+    return os.environ.get("VIT_TUTORIAL_QUICK", "0").strip().lower() in ("1", "true", "yes")

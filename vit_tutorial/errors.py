@@ -1,0 +1,25 @@
+"""The one exception type the package raises for bad input.
+
+Every message is a single line that says what was expected, what came, and what to do,
+so the command line can print it as it is.
+"""
+
+
+class VitTutorialError(Exception):
+    """Bad input a user can fix: missing data, a corrupt checkpoint, an unreadable image."""
+
+
+class DataNotFoundError(VitTutorialError, FileNotFoundError):
+    """CIFAR-10 is neither at the data root nor downloadable."""
+
+
+class CheckpointError(VitTutorialError):
+    """A checkpoint is missing, truncated, corrupt, or written for another model."""
+
+
+class ImageError(VitTutorialError):
+    """A file given for prediction is not a readable image."""
+
+
+class TrainingDivergedError(VitTutorialError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -1,0 +1,69 @@
+"""Test-set metrics: accuracy, per-class precision / recall / F1, and the confusion matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import CLASSES, Split, batches
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 1000) -> torch.Tensor:
+    """Logits (N, num_classes) of `model` for every image of `split`, in order, on the CPU."""
+    model.eval()
+    outputs = [model(images).float().cpu() for images, _ in batches(split, batch_size, device=device)]
+    return torch.cat(outputs) if outputs else torch.empty(0, len(CLASSES))
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    index = labels.long() * num_classes + predictions.long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def classification_report(
+    labels: torch.Tensor, predictions: torch.Tensor, class_names: tuple[str, ...] = CLASSES
+) -> dict[str, Any]:
+    """Accuracy, per-class precision / recall / F1 / support, their macro average, and the confusion matrix."""
+    matrix = confusion_matrix(labels, predictions, len(class_names)).double()
+    true_positives = matrix.diag()
+    predicted = matrix.sum(dim=0)
+    support = matrix.sum(dim=1)
+    precision = torch.where(predicted > 0, true_positives / predicted.clamp(min=1), torch.zeros_like(predicted))
+    recall = torch.where(support > 0, true_positives / support.clamp(min=1), torch.zeros_like(support))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    per_class = {
+        name: {"precision": precision[i].item(), "recall": recall[i].item(), "f1": f1[i].item(), "support": int(support[i])}
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "accuracy": (true_positives.sum() / matrix.sum().clamp(min=1)).item(),
+        "num_images": int(matrix.sum()),
+        "per_class": per_class,
+        "macro_avg": {"precision": precision.mean().item(), "recall": recall.mean().item(), "f1": f1.mean().item()},
+        "class_names": list(class_names),
+        "confusion_matrix": matrix.long().tolist(),
+    }
+
+
+def evaluate(model: nn.Module, split: Split, *, device: str | torch.device = "cpu", batch_size: int = 1000) -> dict[str, Any]:
+    """Full metrics of `model` on `split`, plus the mean cross-entropy, as a JSON-ready dict."""
+    logits = predict_logits(model, split, device, batch_size)
+    labels = split.labels.cpu()
+    report = classification_report(labels, logits.argmax(dim=1))
+    report["loss"] = F.cross_entropy(logits, labels).item() if len(labels) else float("nan")
+    return report
+
+
+def save_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
