@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Set-up and checks with nothing but Python: `python3 dev.py test` or `python3 dev.py book`.
+
+Both create `.venv/` in the checkout when it is missing and install the project into it
+(again only when pyproject.toml changed), then run inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".vit_tutorial-installed"
+
+
+def sh(*args: str | Path, **env: str) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    result = subprocess.run([str(a) for a in args], cwd=ROOT, env={**os.environ, **env})
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
+def ensure_environment() -> None:
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.is_file() and STAMP.read_text() == wanted:
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    sh(PYTHON, "-m", "pip", "install", "--upgrade", "pip")
+    sh(PYTHON, "-m", "pip", "install", "-e", ".[book,test]")
+    STAMP.write_text(wanted)
+
+
+def build_book() -> None:
+    sh(BIN / "jupyter-book", "build", ".", "-W", "-n", "--keep-going")
+    print(f"book: {ROOT / '_build' / '_build' / 'html' / 'index.html'}")
+
+
+def run_tests(extra: list[str]) -> None:
+    notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    sh(PYTHON, "-m", "pytest", "tests", *notebooks, "--nbval-lax", "--nbval-current-env", *extra, VIT_TUTORIAL_QUICK="1")
+
+
+def main() -> None:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command not in ("test", "book"):
+        sys.exit("usage: python3 dev.py test [pytest options] | python3 dev.py book")
+    ensure_environment()
+    if command == "book":
+        build_book()
+    else:
+        build_book()
+        run_tests(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

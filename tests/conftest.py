@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny model config and generated CIFAR-shaped data (never a download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vit_tutorial import TrainConfig, ViTConfig
+from vit_tutorial.data import CIFAR10, CLASSES, Split
+
+TINY = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)
+
+
+def make_split(n: int, seed: int = 0) -> Split:
+    """Learnable fake images: each class has its own colour and a bright square at its own place."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(CLASSES)
+    images = torch.randint(0, 60, (n, 3, 32, 32), generator=generator)
+    for i, label in enumerate(labels.tolist()):
+        images[i, label % 3] += 100 + 10 * label
+        row, col = divmod(label, 4)
+        images[i, :, row * 8 : row * 8 + 8, col * 8 : col * 8 + 8] = 250
+    return Split(images.clamp(0, 255).to(torch.uint8), labels)
+
+
+@pytest.fixture
+def tiny_config() -> ViTConfig:
+    return TINY
+
+
+@pytest.fixture
+def fake_data() -> CIFAR10:
+    return CIFAR10(make_split(200, 1), make_split(60, 2), make_split(60, 3), {"source": "generated", "root": "-", "description": "generated"})
+
+
+@pytest.fixture
+def quick_train_config() -> TrainConfig:
+    return TrainConfig(epochs=3, batch_size=50, lr=0.05, warmup_epochs=1, patience=5, val_size=60, augment="flip-crop")
+
+
+def write_image_folder(root: Path, per_class: int = 3, size: int = 32) -> Path:
+    """A tiny CIFAR-10 image folder: train/<class>/*.png and test/<class>/*.png."""
+    from PIL import Image
+
+    for split, n in (("train", per_class), ("test", 1)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (size, size), (label * 25, i * 40, 255 - label * 25)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", str(tmp_path / "cache"))
+    return write_image_folder(tmp_path / "cifar")

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from vit_tutorial import CheckpointError, ViT
+from vit_tutorial.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+from .conftest import TINY
+
+
+def _save(path, model):
+    return save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [{"epoch": 1}]})
+
+
+def test_round_trip_restores_identical_predictions(tmp_path):
+    model = ViT(TINY).eval()
+    _save(tmp_path / "m.pt", model)
+    loaded = load_model(tmp_path / "m.pt")
+    assert not loaded.training and loaded.config == TINY
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(images), model(images))
+    payload = load_checkpoint(tmp_path / "m.pt")
+    assert payload["version"] and payload["history"] == [{"epoch": 1}]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_gives_one_clear_line(tmp_path, damage):
+    path = _save(tmp_path / "m.pt", ViT(TINY))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 50, "empty": b""}[damage])
+    with pytest.raises(CheckpointError) as error:
+        load_model(path)
+    assert "\n" not in str(error.value) and "not a readable checkpoint" in str(error.value)
+
+
+def test_missing_and_foreign_checkpoints_are_explained(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_model(tmp_path / "none.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a vit_tutorial checkpoint"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_mismatched_weights_are_refused(tmp_path):
+    model = ViT(TINY)
+    save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.replace(depth=3).to_dict(), "model": model.state_dict()})
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_loading_never_runs_pickled_code(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "vit_tutorial.checkpoint/1", "model": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from vit_tutorial import DataNotFoundError, VitTutorialError
+from vit_tutorial.augment import augment_batch, cutout, random_crop, random_flip
+from vit_tutorial.data import CIFAR10_MEAN, batches, data_root, denormalize, load_cifar10, normalize
+
+from .conftest import make_split
+
+
+def test_image_folder_source_loads_splits_and_labels(image_folder):
+    data = load_cifar10(image_folder, val_size=6, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 10)
+    assert data.train.images.dtype == torch.uint8 and data.train.images.shape[1:] == (3, 32, 32)
+    assert data.test.labels.tolist() == list(range(10))
+    # the generated images encode their class in the red channel
+    red = data.test.images[:, 0, 0, 0].tolist()
+    assert red == [label * 25 for label in range(10)]
+    assert data.provenance["source"] == "image-folder" and data.provenance["root"] == str(image_folder)
+    assert data.provenance["description"] == "CIFAR-10, image folder"
+
+
+def test_image_folder_is_decoded_once_into_a_cache(image_folder, tmp_path):
+    load_cifar10(image_folder, val_size=6)
+    caches = list((tmp_path / "cache").glob("cifar10-imagefolder-*.npz"))
+    assert len(caches) == 1
+    with np.load(caches[0]) as stored:
+        assert stored["train_images"].shape == (30, 32, 32, 3)
+    load_cifar10(image_folder, val_size=6)
+    assert list((tmp_path / "cache").glob("*.npz")) == caches  # the second load reads the cache
+    (image_folder / "train" / "cat" / "0000.png").unlink()  # a changed listing is decoded anew
+    data = load_cifar10(image_folder, val_size=6)
+    assert len(data.train) + len(data.val) == 29
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_validation_split_is_seeded_and_disjoint(image_folder):
+    a = load_cifar10(image_folder, val_size=6, seed=1)
+    b = load_cifar10(image_folder, val_size=6, seed=1)
+    c = load_cifar10(image_folder, val_size=6, seed=2)
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    key = lambda split: {bytes(img.numpy().tobytes()) + bytes([lbl]) for img, lbl in zip(split.images, split.labels.tolist())}
+    assert not key(a.val) & key(a.train)
+
+
+def test_missing_data_gives_one_line_with_what_to_do(tmp_path):
+    with pytest.raises(DataNotFoundError) as error:
+        load_cifar10(tmp_path / "nowhere")
+    message = str(error.value)
+    assert "\n" not in message and "VIT_TUTORIAL_DATA" in message and "--download" in message
+
+
+def test_image_folder_with_missing_class_or_wrong_size_is_rejected(image_folder):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image_folder / "train" / "dog" / "big.png")
+    with pytest.raises(VitTutorialError, match="expected a 32x32"):
+        load_cifar10(image_folder)
+    for png in (image_folder / "test" / "frog").iterdir():
+        png.unlink()
+    (image_folder / "test" / "frog").rmdir()
+    with pytest.raises(DataNotFoundError, match="frog"):
+        load_cifar10(image_folder)
+
+
+def test_data_root_comes_from_argument_then_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIT_TUTORIAL_DATA", str(tmp_path / "env"))
+    assert data_root() == tmp_path / "env"
+    assert data_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("VIT_TUTORIAL_DATA")
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", str(tmp_path / "cache"))
+    assert data_root() == tmp_path / "cache" / "data"
+
+
+def test_normalize_and_denormalize_are_inverse():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    x = normalize(images)
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(denormalize(x), images.float() / 255)
+    flat = torch.full((1, 3, 1, 1), 0.0)
+    flat[0, :, 0, 0] = torch.tensor(CIFAR10_MEAN)
+    assert normalize(flat).abs().max() < 1e-6
+
+
+def test_batches_cover_the_split_and_are_reproducible():
+    split = make_split(25)
+    plain = list(batches(split, 10))
+    assert [b[0].shape[0] for b in plain] == [10, 10, 5]
+    assert torch.equal(torch.cat([b[1] for b in plain]), split.labels)
+    first = [y for _, y in batches(split, 10, shuffle=True, generator=torch.Generator().manual_seed(3), drop_last=True)]
+    again = [y for _, y in batches(split, 10, shuffle=True, generator=torch.Generator().manual_seed(3), drop_last=True)]
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))
+    with pytest.raises(ValueError, match="generator"):
+        next(batches(split, 10, shuffle=True))
+
+
+def test_random_crop_shifts_content_within_padding():
+    images = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
+    images[:, :, 16, 16] = 255
+    cropped = random_crop(images, 4, torch.Generator().manual_seed(0))
+    assert cropped.shape == images.shape and cropped.dtype == torch.uint8
+    rows, cols = torch.nonzero(cropped[:, 0] == 255)[:, 1], torch.nonzero(cropped[:, 0] == 255)[:, 2]
+    assert rows.min() >= 12 and rows.max() <= 20 and cols.min() >= 12 and cols.max() <= 20
+    assert len(set(rows.tolist())) > 1  # not always the identity
+
+
+def test_flip_mirrors_about_half_the_images():
+    images = torch.arange(32, dtype=torch.uint8).repeat(200, 3, 32, 1)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = (flipped[:, 0, 0, 0] == 31).sum().item()
+    assert 60 < mirrored < 140
+    assert torch.equal(flipped[flipped[:, 0, 0, 0] == 31], images.flip(-1)[flipped[:, 0, 0, 0] == 31])
+
+
+def test_cutout_zeroes_one_square_and_augment_names_are_checked():
+    images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
+    out = cutout(images, 12, torch.Generator().manual_seed(0))
+    zeroed = (out[:, 0] == 0).sum(dim=(1, 2))
+    assert torch.all(zeroed > 0) and torch.all(zeroed <= 13 * 13)
+    assert torch.equal(augment_batch(images, "none", torch.Generator()), images)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment_batch(images, "mixup", torch.Generator())

@@ -1,0 +1,31 @@
+import json
+
+import pytest
+import torch
+
+from vit_tutorial import ViT
+from vit_tutorial.evaluate import classification_report, confusion_matrix, evaluate, save_metrics
+
+from .conftest import TINY, make_split
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    matrix = confusion_matrix(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 0]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_report_matches_hand_computed_precision_recall_f1():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 0, 1, 1, 2, 2])
+    report = classification_report(labels, predictions, ("a", "b", "c"))
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert report["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    assert report["per_class"]["c"]["recall"] == pytest.approx(1.0)
+
+
+def test_evaluate_writes_json(tmp_path):
+    metrics = evaluate(ViT(TINY), make_split(30))
+    assert metrics["num_images"] == 30 and len(metrics["confusion_matrix"]) == 10
+    path = save_metrics(metrics, tmp_path / "out" / "metrics.json")
+    assert json.loads(path.read_text())["accuracy"] == metrics["accuracy"]

@@ -1,0 +1,128 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
+from vit_tutorial import train as train_module
+from vit_tutorial.checkpoint import load_checkpoint
+from vit_tutorial.data import CIFAR10, normalize
+from vit_tutorial.train import build_model, fit, lr_factor, make_optimizer, select_device
+
+from .conftest import TINY, make_split
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = ViT(TINY)
+    split = make_split(20)
+    images, labels = normalize(split.images), split.labels
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(300):
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    assert (model(images).argmax(1) == labels).all()
+
+
+def test_warmup_then_cosine_schedule():
+    factors = [lr_factor(s, warmup_steps=10, total_steps=110, schedule="cosine") for s in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(50, warmup_steps=10, total_steps=110, schedule="constant") == 1.0
+
+
+def test_weight_decay_skips_biases_norms_and_embeddings():
+    model = ViT(TINY)
+    decay, no_decay = make_optimizer(model, TrainConfig()).param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"])
+    assert any(p is model.pos_embed for p in no_decay["params"]) and any(p is model.cls_token for p in no_decay["params"])
+
+
+def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path):
+    config = quick_train_config.replace(epochs=12, batch_size=25, lr=0.1)
+    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    assert [h["epoch"] for h in result.history] == list(range(1, 13))
+    assert set(result.history[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert max(h["val_accuracy"] for h in result.history) > 0.5  # 10 classes: chance is 0.1
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["best_epoch"] == result.best_epoch and best["provenance"]["source"] == "generated"
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(fake_data, tmp_path, monkeypatch):
+    scores = iter([0.3, 0.6, 0.5, 0.4, 0.2, 0.9])
+    snapshots = []
+
+    def fake_validate(model, split, device, batch_size=1000):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return 1.0, next(scores)
+
+    monkeypatch.setattr(train_module, "validate", fake_validate)
+    config = TrainConfig(epochs=6, batch_size=50, warmup_epochs=0, patience=2, val_size=60)
+    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    assert result.stopped_early and len(result.history) == 4  # best at 2, two worse epochs, stop
+    assert result.best_epoch == 2
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][name])
+
+
+def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quick_train_config, tmp_path, monkeypatch):
+    config = quick_train_config.replace(epochs=4)
+    whole = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "whole", progress=False)
+
+    real_validate, calls = train_module.validate, []
+
+    def interrupting_validate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", interrupting_validate)
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2  # the third epoch was lost, no more
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    resumed = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", resume=True, progress=False)
+    assert len(resumed.history) == 4
+    for a, b in zip(whole.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_accuracy"] == b["val_accuracy"]
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(value, resumed.model.state_dict()[name])
+
+
+def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
+    fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    with pytest.raises(Exception, match="another training configuration"):
+        fit(build_model(TINY), fake_data, quick_train_config.replace(lr=0.5), device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(Exception, match="nothing to resume"):
+        fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(fake_data, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=50, warmup_epochs=0, val_size=60, grad_clip=0.0)
+    model = build_model(TINY)
+    fit(model, fake_data, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    good = load_checkpoint(tmp_path / "last.pt")
+    poisoned = CIFAR10(fake_data.train, fake_data.val, fake_data.test, fake_data.provenance)
+    with torch.no_grad():
+        model.head.weight.fill_(math.inf)
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
+        fit(model, poisoned, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == good["epoch"]
+    torch.testing.assert_close(kept["model"]["head.weight"], good["model"]["head.weight"])
+
+
+def test_device_selection_falls_back_to_cpu():
+    assert select_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert select_device().type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda")

@@ -1,0 +1,164 @@
+"""Pictures for the book. Every function returns a matplotlib `Figure` and changes no global state.
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot, so nothing is shown or kept open
+behind the caller's back; in Jupyter a returned figure displays itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from .data import CLASSES, Split
+
+
+def to_display(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float in [0, 1] for `imshow`."""
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    return image.detach().cpu().clamp(0, 1).permute(1, 2, 0)
+
+
+def image_grid(
+    images: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.3
+) -> Figure:
+    """A grid of images (N, 3, H, W), uint8 or float in [0, 1], with optional titles."""
+    n = images.shape[0]
+    nrows = -(-n // ncols)
+    figure = Figure(figsize=(ncols * size, nrows * size * (1.25 if titles else 1.0)), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(to_display(images[i]))
+            if titles:
+                ax.set_title(titles[i], fontsize=8)
+    return figure
+
+
+def class_samples(split: Split, per_class: int = 8, seed: int = 0) -> Figure:
+    """One row per class with `per_class` random examples, the class name on the left."""
+    generator = torch.Generator().manual_seed(seed)
+    figure = Figure(figsize=(per_class * 1.0 + 1.2, len(CLASSES) * 1.0), layout="constrained")
+    axes = figure.subplots(len(CLASSES), per_class, squeeze=False)
+    labels = split.labels.cpu()
+    for row, name in enumerate(CLASSES):
+        members = torch.nonzero(labels == row).flatten()
+        picks = members[torch.randperm(len(members), generator=generator)[:per_class]]
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(picks):
+                ax.imshow(to_display(split.images[picks[col]]))
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return figure
+
+
+def bar_chart(values: Sequence[float], labels: Sequence[str], *, title: str = "", ylabel: str = "") -> Figure:
+    figure = Figure(figsize=(7, 3), layout="constrained")
+    ax = figure.subplots()
+    bars = ax.bar(range(len(values)), values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%g", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    return figure
+
+
+def patch_grid(image: torch.Tensor, patch_size: int) -> Figure:
+    """Left: the image with its patch grid and patch numbers. Right: the patches pulled apart."""
+    picture = to_display(image)
+    size = picture.shape[0]
+    grid = size // patch_size
+    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    left, right = figure.subfigures(1, 2, width_ratios=[1, 1.1])
+    ax = left.subplots()
+    ax.imshow(picture, extent=(0, size, size, 0))
+    for k in range(1, grid):
+        ax.axhline(k * patch_size, color="white", lw=1.5)
+        ax.axvline(k * patch_size, color="white", lw=1.5)
+    for k in range(grid * grid):
+        row, col = divmod(k, grid)
+        ax.text((col + 0.5) * patch_size, (row + 0.5) * patch_size, str(k), color="yellow",
+                ha="center", va="center", fontsize=max(6, 40 // grid), weight="bold")  # fmt: skip
+    ax.set_title(f"{size}x{size} image, {grid}x{grid} patches of {patch_size}x{patch_size}")
+    ax.set_axis_off()
+    axes = right.subplots(grid, grid, squeeze=False)
+    for k, sub in enumerate(axes.flat):
+        row, col = divmod(k, grid)
+        sub.imshow(picture[row * patch_size : (row + 1) * patch_size, col * patch_size : (col + 1) * patch_size])
+        sub.set_axis_off()
+        if grid <= 8:
+            sub.set_title(str(k), fontsize=7)
+    right.suptitle("the patches, in token order")
+    return figure
+
+
+def matrix_figure(
+    matrix: torch.Tensor,
+    *,
+    title: str = "",
+    xlabels: Sequence[str] | None = None,
+    ylabels: Sequence[str] | None = None,
+    cmap: str = "viridis",
+    annotate: bool = False,
+    colorbar: bool = True,
+    size: float = 5.0,
+) -> Figure:
+    """A heatmap of a 2-D tensor: attention weights, similarities, a confusion matrix."""
+    values = matrix.detach().float().cpu()
+    figure = Figure(figsize=(size * 1.15, size), layout="constrained")
+    ax = figure.subplots()
+    shown = ax.imshow(values, cmap=cmap)
+    if colorbar:
+        figure.colorbar(shown, ax=ax, shrink=0.8)
+    if xlabels is not None:
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
+    if ylabels is not None:
+        ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+    if annotate:
+        threshold = values.max().item() / 2
+        for (i, j), value in zip(torch.cartesian_prod(torch.arange(values.shape[0]), torch.arange(values.shape[1])).tolist(), values.flatten().tolist()):
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=6, color="white" if value < threshold else "black")
+    ax.set_title(title)
+    return figure
+
+
+def position_similarity(pos_embed: torch.Tensor, grid: int, *, title: str = "") -> Figure:
+    """Cosine similarity of each patch's position embedding with every other one, laid out on the grid.
+
+    Args:
+        pos_embed: (num_patches, dim) position embeddings of the patches (without the CLS token).
+        grid: patches per side.
+    """
+    normed = torch.nn.functional.normalize(pos_embed.detach().float().cpu(), dim=-1)
+    similarity = (normed @ normed.T).reshape(grid, grid, grid, grid)  # (row, col, row', col')
+    figure = Figure(figsize=(grid * 1.4 + 1, grid * 1.4), layout="constrained")
+    axes = figure.subplots(grid, grid, squeeze=False)
+    for row in range(grid):
+        for col in range(grid):
+            shown = axes[row, col].imshow(similarity[row, col], vmin=-1, vmax=1, cmap="RdBu_r")
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+        axes[row, 0].set_ylabel(str(row + 1))
+    for col in range(grid):
+        axes[-1, col].set_xlabel(str(col + 1))
+    figure.colorbar(shown, ax=axes, shrink=0.6, label="cosine similarity")
+    figure.suptitle(title)
+    return figure
+
+
+def line_plot(series: dict[str, Sequence[float]], *, x: Sequence[float] | None = None, title: str = "", xlabel: str = "", ylabel: str = "") -> Figure:
+    figure = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = figure.subplots()
+    for name, values in series.items():
+        ax.plot(x if x is not None else range(1, len(values) + 1), values, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return figure
