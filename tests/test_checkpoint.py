@@ -56,3 +56,17 @@ def test_loading_never_runs_pickled_code(tmp_path):
     torch.save({"format": "vit_tutorial.checkpoint/1", "model": Exploit()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_load_pretrained_explains_when_no_checkpoint_is_shipped(monkeypatch, tmp_path):
+    from vit_tutorial import pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "absent.pt")
+    assert not pretrained.pretrained_available()
+    with pytest.raises(CheckpointError, match="ships no pretrained checkpoint"):
+        pretrained.load_pretrained()
+    model = ViT(TINY)
+    _save(tmp_path / "absent.pt", model)
+    loaded = pretrained.load_pretrained()
+    assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
+    assert pretrained.pretrained_info()["history"] == [{"epoch": 1}]

@@ -3,6 +3,7 @@
 from .config import TrainConfig, ViTConfig, quick_mode
 from .errors import CheckpointError, DataNotFoundError, ImageError, TrainingDivergedError, VitTutorialError
 from .model import ViT, count_parameters
+from .pretrained import load_pretrained, pretrained_available
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,7 @@ __all__ = [
     "ViTConfig",
     "VitTutorialError",
     "count_parameters",
+    "load_pretrained",
+    "pretrained_available",
     "quick_mode",
 ]
