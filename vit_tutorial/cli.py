@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
 
@@ -110,7 +111,8 @@ def _train(args: argparse.Namespace) -> None:
     model = build_model(model_config, train_config.seed)
     device = select_device(args.device)
     try:
-        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume,
+                     progress=not args.no_progress, compile=args.compile)
     except KeyboardInterrupt:
         raise VitTutorialError(f"interrupted; finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue") from None
     (args.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")

@@ -11,6 +11,7 @@ import copy
 import math
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -66,6 +67,22 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
         return 1.0
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def compile_for(model: nn.Module, device: torch.device) -> nn.Module:
+    """`torch.compile` with CUDA graphs on CUDA; elsewhere the eager model, with a note why.
+
+    The returned module shares its parameters with `model`, so optimiser and checkpoints keep using `model`.
+    """
+    if device.type != "cuda":
+        warnings.warn(f"compile is used on CUDA only; training eagerly on {device.type}", stacklevel=2)
+        return model
+    return torch.compile(model, mode="max-autotune-no-cudagraphs" if _has_dynamic_parts(model) else "reduce-overhead")
+
+
+def _has_dynamic_parts(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return bool(config and (config.drop_path > 0 or config.dropout > 0))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -144,10 +161,12 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    compile: bool = False,
 ) -> FitResult:
     """Train `model` on `data.train`, early-stop on `data.val`, and return it holding its best weights.
 
     With `out_dir`, `last.pt` is rewritten after every epoch; `resume=True` continues from it.
+    `compile=True` trains through `torch.compile` on CUDA and falls back to eager elsewhere.
     Shuffling, augmentation and dropout are seeded per epoch, so on the CPU a resumed run
     repeats the uninterrupted one exactly.
 
@@ -179,6 +198,7 @@ def fit(
         "provenance": data.provenance,
         "hardware": describe_hardware(device),
     }
+    forward = compile_for(model, device) if compile else model
     stopped_early = False
     for epoch in range(state["epoch"], config.epochs):
         if 0 < config.patience <= state["bad_epochs"]:
@@ -190,7 +210,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
         try:
-            train_loss, train_acc, seen = _train_epoch(model, train, optimizer, scheduler, config, device, generator, bar)
+            train_loss, train_acc, seen = _train_epoch(forward, train, optimizer, scheduler, config, device, generator, bar)
         finally:
             if bar is not None:
                 bar.close()
