@@ -161,10 +161,12 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    log_epochs: bool = True,
     compile: bool = False,
 ) -> FitResult:
     """Train `model` on `data.train`, early-stop on `data.val`, and return it holding its best weights.
 
+    `progress` shows tqdm bars; `log_epochs` prints one summary line per epoch.
     With `out_dir`, `last.pt` is rewritten after every epoch; `resume=True` continues from it.
     `compile=True` trains through `torch.compile` on CUDA and falls back to eager elsewhere.
     Shuffling, augmentation and dropout are seeded per epoch, so on the CPU a resumed run
@@ -232,7 +234,7 @@ def fit(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        if progress:
+        if log_epochs:
             tqdm.write(
                 f"epoch {epoch + 1:3d}  train loss {train_loss:.3f} acc {train_acc:.3f}  "
                 f"val loss {val_loss:.3f} acc {val_acc:.3f}  {seconds:.1f}s"

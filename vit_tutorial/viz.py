@@ -162,3 +162,126 @@ def line_plot(series: dict[str, Sequence[float]], *, x: Sequence[float] | None =
     if len(series) > 1:
         ax.legend()
     return figure
+
+
+# Attention pictures. `image` is (3, H, W) in [0, 1]; `attentions` is one image's (depth, heads, T, T).
+
+
+def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno") -> None:
+    ax.imshow(values.detach().float().cpu(), cmap=cmap)
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+
+
+def _heatmap(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The grid resized to the image and min-max normalised: (H, W) in [0, 1]."""
+    from .attention import overlay_steps
+
+    return overlay_steps(image, grid)["normalised"]
+
+
+def attention_triptych(image: torch.Tensor, grid: torch.Tensor, *, amplify: float = 2.0, title: str = "", cmap: str = "inferno") -> Figure:
+    """Image | attention heatmap | overlay, for one (g, g) attention grid."""
+    from .attention import attention_overlay
+
+    figure = Figure(figsize=(7.5, 2.8), layout="constrained")
+    axes = figure.subplots(1, 3)
+    _map_panel(axes[0], to_display(image), "image")
+    _map_panel(axes[1], _heatmap(image, grid), "attention (resized, min-max)", cmap)
+    _map_panel(axes[2], to_display(attention_overlay(image, grid, amplify)), f"overlay (amplify {amplify:g})")
+    figure.suptitle(title)
+    return figure
+
+
+def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
+    """The classic overlay step by step: the heads' CLS rows, their mean on the grid, resized,
+    normalised, multiplied with the image, amplified and clipped."""
+    from .attention import cls_attention, overlay_steps
+
+    heads = attentions.shape[1]
+    grid = cls_attention(attentions, layer=layer)
+    steps = overlay_steps(image, grid, amplify)
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.25])
+    rows = top.subplots(1, heads + 1)
+    for head in range(heads):
+        _map_panel(rows[head], cls_attention(attentions, layer=layer, head=head), f"1. head {head + 1}: CLS row as 4x4")
+    _map_panel(rows[heads], grid, "2. mean over heads")
+    panels = bottom.subplots(1, 5)
+    _map_panel(panels[0], steps["resized"], "3. resized (bilinear)")
+    _map_panel(panels[1], steps["normalised"], "4. min-max normalised")
+    _map_panel(panels[2], to_display(image), "the image")
+    _map_panel(panels[3], to_display(steps["product"]), "5. image x map")
+    _map_panel(panels[4], to_display(steps["overlay"]), f"6. x {amplify:g}, clipped to [0, 1]")
+    return figure
+
+
+def layers_figure(image: torch.Tensor, attentions: torch.Tensor, *, amplify: float = 2.0, head: int | None = None, rollout: bool = True) -> Figure:
+    """CLS attention in every layer (top: heatmaps, bottom: overlays), plus rollout as the last column."""
+    from .attention import attention_overlay, attention_rollout, cls_attention
+
+    depth = attentions.shape[0]
+    grids = [cls_attention(attentions, layer=i, head=head) for i in range(depth)]
+    titles = [f"layer {i + 1}" for i in range(depth)]
+    if rollout:
+        grids.append(attention_rollout(attentions))
+        titles.append("rollout")
+    figure = Figure(figsize=(1.15 * len(grids), 2.6), layout="constrained")
+    axes = figure.subplots(2, len(grids), squeeze=False)
+    for i, (grid, title) in enumerate(zip(grids, titles)):
+        _map_panel(axes[0, i], _heatmap(image, grid), title)
+        _map_panel(axes[1, i], to_display(attention_overlay(image, grid, amplify)), "")
+    return figure
+
+
+def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
+    """Each head's CLS attention in one layer, and their mean (top: heatmaps, bottom: overlays)."""
+    from .attention import attention_overlay, cls_attention
+
+    heads = attentions.shape[1]
+    grids = [cls_attention(attentions, layer=layer, head=h) for h in range(heads)] + [cls_attention(attentions, layer=layer)]
+    titles = [f"head {h + 1}" for h in range(heads)] + ["mean"]
+    figure = Figure(figsize=(1.5 * len(grids), 3.2), layout="constrained")
+    axes = figure.subplots(2, len(grids), squeeze=False)
+    for i, (grid, title) in enumerate(zip(grids, titles)):
+        _map_panel(axes[0, i], _heatmap(image, grid), title)
+        _map_panel(axes[1, i], to_display(attention_overlay(image, grid, amplify)), "")
+    shown_layer = layer + 1 if layer >= 0 else attentions.shape[0] + layer + 1
+    figure.suptitle(f"layer {shown_layer}", fontsize=9)
+    return figure
+
+
+def compare_maps(images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0) -> Figure:
+    """One row per image: the image, then the overlay of each named (B, g, g) map (e.g. last layer vs rollout)."""
+    from .attention import attention_overlay
+
+    n = images.shape[0]
+    figure = Figure(figsize=(1.7 * (1 + len(grids)), 1.8 * n), layout="constrained")
+    axes = figure.subplots(n, 1 + len(grids), squeeze=False)
+    for row in range(n):
+        _map_panel(axes[row, 0], to_display(images[row]), titles[row] if titles else "")
+        for col, (name, grid) in enumerate(grids.items(), start=1):
+            _map_panel(axes[row, col], to_display(attention_overlay(images[row], grid[row], amplify)), name if row == 0 else "")
+    return figure
+
+
+def attention_gif(image: torch.Tensor, attentions: torch.Tensor, path, *, amplify: float = 2.0, seconds_per_frame: float = 0.6):
+    """Write an animated GIF: one frame per layer, showing the overlay of each head and of their mean.
+
+    Returns the path written.
+    """
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    frames = []
+    for layer in range(attentions.shape[0]):
+        figure = heads_figure(image, attentions, layer=layer, amplify=amplify)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        frames.append(Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
+    return path

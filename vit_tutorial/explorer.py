@@ -1,0 +1,251 @@
+"""An attention explorer: live with ipywidgets in Jupyter, and static (HTML + JavaScript) for the book.
+
+Both views show the same three pictures for a chosen image, layer (or rollout) and head (or mean):
+the image, the classic overlay (`attention.attention_overlay`) and the attention map laid over the
+image in a colormap with a chosen opacity, next to the model's top-5 prediction.
+
+`AttentionExplorer(model, split).widget` is the live view; it needs a running kernel.
+`static_explorer_html(model, split)` precomputes every map for a set of test images and returns one
+self-contained HTML page fragment (no network, no CDN) that redraws them in the browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from importlib import resources
+
+import torch
+from torch import nn
+
+from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
+from .data import CLASSES, Split, normalize
+from .evaluate import predict_logits
+from .predict import to_cifar_image
+
+COLORMAPS = ("inferno", "viridis", "magma", "jet", "gray")
+ROLLOUT = "rollout"
+
+
+def blend(image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap: str = "inferno") -> torch.Tensor:
+    """The attention map (resized, min-max normalised) in a colormap, laid over the image: (3, H, W) in [0, 1]."""
+    import matplotlib
+
+    normalised = overlay_steps(image, grid)["normalised"]  # (h, w)
+    lut = torch.tensor(matplotlib.colormaps[cmap](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
+    colours = lut[(normalised * 255).round().long()].permute(2, 0, 1)  # (3, h, w)
+    return (1 - opacity) * image + opacity * colours
+
+
+def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (B, classes) and every map the explorer can show, (B, depth + 1, heads + 1, g, g).
+
+    Along axis 1: the layers, then rollout (mean head fusion). Along axis 2: the mean over heads,
+    then each head (the rollout row repeats its one map). `images`: (B, 3, H, W) in [0, 1].
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits, attentions = model(normalize(images.to(device)), return_attention=True)
+    attentions = attentions.float().cpu()
+    depth, heads = attentions.shape[1:3]
+    per_layer = [
+        torch.stack([cls_attention(attentions, layer)] + [cls_attention(attentions, layer, h) for h in range(heads)], dim=1)
+        for layer in range(depth)
+    ]  # depth x (b, heads + 1, g, g)
+    rollout = attention_rollout(attentions)[:, None].expand(-1, heads + 1, -1, -1)
+    return logits.float().softmax(-1).cpu(), torch.stack(per_layer + [rollout], dim=1)
+
+
+def select_examples(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> list[int]:
+    """`per_class` random indices of each class, in class order."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in range(len(CLASSES)):
+        members = torch.nonzero(labels.cpu() == label).flatten()
+        chosen += members[torch.randperm(len(members), generator=generator)[:per_class]].tolist()
+    return chosen
+
+
+def _png(image: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class AttentionExplorer:
+    """The live explorer. `explorer.widget` is the ipywidget to display.
+
+    Args:
+        model: a ViT (for example `vit_tutorial.load_pretrained()`).
+        split: test images to browse; predictions for all of them are computed once, for filtering.
+    """
+
+    def __init__(self, model: nn.Module, split: Split) -> None:
+        import ipywidgets as w
+
+        self.model = model.eval()
+        self.split = split
+        device = next(model.parameters()).device
+        self.predictions = predict_logits(model, split, device).argmax(dim=1)
+        self.uploaded: torch.Tensor | None = None
+        depth, heads = model.config.depth, model.config.heads
+
+        self.class_filter = w.Dropdown(options=["all classes", *CLASSES], description="class")
+        self.outcome_filter = w.Dropdown(options=["all", "correct", "wrong"], description="prediction")
+        self.index = w.IntSlider(min=0, max=0, description="image", continuous_update=False)
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
+        self.layer = w.Dropdown(options=[(str(i + 1), i) for i in range(depth)] + [(ROLLOUT, ROLLOUT)], value=depth - 1, description="layer")
+        self.head = w.Dropdown(options=[("mean", None)] + [(str(h + 1), h) for h in range(heads)], description="head")
+        self.amplify = w.FloatSlider(value=2.0, min=0.5, max=5.0, step=0.25, description="amplify", continuous_update=False)
+        self.opacity = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False)
+        self.cmap = w.Dropdown(options=COLORMAPS, description="colormap")
+        self.caption = w.HTML()
+        self.view = w.Image(format="png")
+        self.prediction = w.HTML()
+
+        for control in (self.class_filter, self.outcome_filter):
+            control.observe(self._refilter, names="value")
+        self.index.observe(self._pick_from_split, names="value")
+        self.upload.observe(self._pick_upload, names="value")
+        for control in (self.layer, self.head, self.amplify, self.opacity, self.cmap):
+            control.observe(self._redraw, names="value")
+        self.widget = w.VBox([
+            w.HBox([self.class_filter, self.outcome_filter]), w.HBox([self.index, self.upload]),
+            w.HBox([self.layer, self.head, self.cmap]), w.HBox([self.amplify, self.opacity]),
+            self.caption, w.HBox([self.view, self.prediction]),
+        ])  # fmt: skip
+        self._refilter()
+
+    def candidates(self) -> list[int]:
+        """Indices into the split that pass the class and prediction filters."""
+        labels = self.split.labels.cpu()
+        keep = torch.ones_like(labels, dtype=torch.bool)
+        if self.class_filter.value != "all classes":
+            keep &= labels == CLASSES.index(self.class_filter.value)
+        if self.outcome_filter.value != "all":
+            correct = self.predictions == labels
+            keep &= correct if self.outcome_filter.value == "correct" else ~correct
+        return torch.nonzero(keep).flatten().tolist()
+
+    def _refilter(self, _change=None) -> None:
+        self._candidates = self.candidates()
+        self.index.max = max(len(self._candidates) - 1, 0)
+        self.index.value = min(self.index.value, self.index.max)
+        self._pick_from_split()
+
+    def _pick_from_split(self, _change=None) -> None:
+        self.uploaded = None
+        self._select()
+
+    def _pick_upload(self, change) -> None:
+        from PIL import Image
+
+        files = change["new"]
+        if not files:
+            return
+        content = files[0]["content"] if isinstance(files, (list, tuple)) else next(iter(files.values()))["content"]
+        try:
+            with Image.open(io.BytesIO(bytes(content))) as image:
+                self.uploaded = to_cifar_image(image, self.model.config.image_size)
+        except (OSError, ValueError):
+            self.caption.value = "<b>That file is not an image Pillow can read; upload a PNG or JPEG.</b>"
+            return
+        self._select()
+
+    def _select(self) -> None:
+        if self.uploaded is not None:
+            self.image, truth = self.uploaded, "your image"
+        elif not self._candidates:
+            self.caption.value = "<b>No test image matches these filters.</b>"
+            return
+        else:
+            position = self._candidates[self.index.value]
+            self.image = self.split.images[position].float() / 255
+            truth = f"test image {position}, a {CLASSES[self.split.labels[position]]}"
+        self.probabilities, self.maps = attention_maps(self.model, self.image[None])
+        self.caption.value = f"{truth} ({len(self._candidates)} images match the filters)"
+        self.prediction.value = _prediction_html(self.probabilities[0])
+        self._redraw()
+
+    @property
+    def current_grid(self) -> torch.Tensor:
+        """The (g, g) map the controls select."""
+        layer = self.maps.shape[1] - 1 if self.layer.value == ROLLOUT else self.layer.value
+        head = 0 if self.head.value is None else self.head.value + 1
+        return self.maps[0, layer, head]
+
+    def _redraw(self, _change=None) -> None:
+        grid = self.current_grid
+        panels = [self.image, attention_overlay(self.image, grid, self.amplify.value),
+                  blend(self.image, grid, opacity=self.opacity.value, cmap=self.cmap.value)]  # fmt: skip
+        row = torch.cat([torch.nn.functional.interpolate(p[None], scale_factor=6, mode="nearest")[0] for p in panels], dim=2)
+        self.view.value = _png(row)
+
+
+def _prediction_html(probabilities: torch.Tensor) -> str:
+    values, indices = probabilities.topk(5)
+    rows = "".join(
+        f"<tr><td>{CLASSES[i]}</td><td><div style='background:#4c72b0;height:10px;width:{120 * v:.0f}px'></div></td><td>{v:.1%}</td></tr>"
+        for v, i in zip(values.tolist(), indices.tolist())
+    )
+    return f"<table><tr><th colspan=3>top-5 prediction</th></tr>{rows}</table>"
+
+
+def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
+    """Everything the static explorer shows, as JSON-ready data."""
+    import matplotlib
+
+    images = split.images[indices].float() / 255
+    probabilities, maps = attention_maps(model, images)
+    depth, heads = model.config.depth, model.config.heads
+    return {
+        "classes": list(CLASSES),
+        "layers": [str(i + 1) for i in range(depth)] + [ROLLOUT],
+        "heads": ["mean"] + [str(h + 1) for h in range(heads)],
+        "grid": model.config.grid_size,
+        "colormaps": {
+            name: [[round(255 * c) for c in rgba[:3]] for rgba in matplotlib.colormaps[name](torch.linspace(0, 1, 256).numpy())]
+            for name in COLORMAPS
+        },
+        "images": [
+            {
+                "index": index,
+                "label": int(split.labels[index]),
+                "png": base64.b64encode(_png(image)).decode(),
+                "top5": [[int(i), round(float(p), 4)] for p, i in zip(*probabilities[k].topk(5))],
+                "maps": [[[float(f"{v:.6g}") for v in head.flatten().tolist()] for head in layer] for layer in maps[k]],
+            }
+            for k, (index, image) in enumerate(zip(indices, images))
+        ],
+    }
+
+
+def static_explorer_html(model: nn.Module, split: Split, *, per_class: int = 10, seed: int = 0, indices: list[int] | None = None) -> str:
+    """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps."""
+    indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
+    data = explorer_data(model, split, indices)
+    script = resources.files("vit_tutorial").joinpath("explorer_assets/explorer.js").read_text()
+    style = resources.files("vit_tutorial").joinpath("explorer_assets/explorer.css").read_text()
+    root = f"vit-explorer-{uuid.uuid4().hex[:8]}"
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return (
+        f'<div id="{root}" class="vit-explorer"><style>{style}</style>'
+        f'<script type="application/json" class="vit-explorer-data">{payload}</script>'
+        f"<script>{script}\nvitExplorer(document.getElementById({json.dumps(root)}));</script></div>"
+    )
+
+
+class StaticExplorer:
+    """Displays the static explorer in Jupyter (its HTML is the cell's output)."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html
