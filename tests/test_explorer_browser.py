@@ -92,10 +92,15 @@ def test_static_explorer_page_works_in_chromium(page, tmp_path):
 
 @pytest.mark.skipif(not BOOK_PAGE.is_file(), reason="the book is not built (python3 dev.py book)")
 def test_explorer_in_the_built_book(page):
+    # The theme loads MathJax from its CDN; machines without internet cannot reach it. Only those
+    # failed external loads are forgiven, each one once; every other console error fails the test.
+    external = []
+    page.on("requestfailed", lambda request: request.url.startswith("http") and external.append(request.url))
     page.goto(BOOK_PAGE.as_uri())
     page.wait_for_selector(".vit-explorer[data-renders]", timeout=20_000)
     for control, value in [("layer", "0"), ("head", "1"), ("amplify", "4.5"), ("image", "7")]:
         before = pixels(page, "overlay")
         change(page, control, value)
         assert pixels(page, "overlay") != before, control
-    assert page.problems == []
+    unexplained = [p for p in page.problems if not p.startswith("Failed to load resource")]
+    assert unexplained == [] and len(page.problems) - len(unexplained) <= len(external)

@@ -14,11 +14,11 @@ from matplotlib.figure import Figure
 from .data import CLASSES, Split
 
 
-def to_display(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float in [0, 1] for `imshow`."""
+def to_display(image: torch.Tensor):
+    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float numpy array in [0, 1] for `imshow`."""
     if image.dtype == torch.uint8:
         image = image.float() / 255.0
-    return image.detach().cpu().clamp(0, 1).permute(1, 2, 0)
+    return image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def image_grid(
@@ -111,7 +111,7 @@ def matrix_figure(
     values = matrix.detach().float().cpu()
     figure = Figure(figsize=(size * 1.15, size), layout="constrained")
     ax = figure.subplots()
-    shown = ax.imshow(values, cmap=cmap)
+    shown = ax.imshow(values.numpy(), cmap=cmap)
     if colorbar:
         figure.colorbar(shown, ax=ax, shrink=0.8)
     if xlabels is not None:
@@ -139,7 +139,7 @@ def position_similarity(pos_embed: torch.Tensor, grid: int, *, title: str = "") 
     axes = figure.subplots(grid, grid, squeeze=False)
     for row in range(grid):
         for col in range(grid):
-            shown = axes[row, col].imshow(similarity[row, col], vmin=-1, vmax=1, cmap="RdBu_r")
+            shown = axes[row, col].imshow(similarity[row, col].numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
         axes[row, 0].set_ylabel(str(row + 1))
@@ -168,7 +168,7 @@ def line_plot(series: dict[str, Sequence[float]], *, x: Sequence[float] | None =
 
 
 def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno") -> None:
-    ax.imshow(values.detach().float().cpu(), cmap=cmap)
+    ax.imshow(values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else values, cmap=cmap)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
 

@@ -1,0 +1,45 @@
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from vit_tutorial import ViT
+from vit_tutorial.data import normalize
+from vit_tutorial.viz import (
+    attention_gif, attention_triptych, class_samples, compare_maps, heads_figure, layers_figure,
+    matrix_figure, overlay_pipeline, patch_grid, position_similarity,
+)  # fmt: skip
+
+from .conftest import TINY, make_split
+
+
+def _attentions(n: int = 1):
+    torch.manual_seed(0)
+    images = torch.rand(n, 3, 32, 32)
+    _, attentions = ViT(TINY).eval()(normalize(images), return_attention=True)
+    return images, attentions.detach()
+
+
+def test_attention_figures_have_one_panel_per_layer_head_and_step():
+    images, attentions = _attentions()
+    image, one = images[0], attentions[0]
+    assert len(attention_triptych(image, torch.rand(4, 4)).axes) == 3
+    assert len(overlay_pipeline(image, one).axes) == TINY.heads + 1 + 5
+    assert len(layers_figure(image, one).axes) == 2 * (TINY.depth + 1)
+    assert len(heads_figure(image, one, layer=0).axes) == 2 * (TINY.heads + 1)
+    grids = {"last layer": torch.rand(3, 4, 4), "rollout": torch.rand(3, 4, 4)}
+    assert len(compare_maps(torch.rand(3, 3, 32, 32), grids).axes) == 9
+
+
+def test_gif_is_written_with_one_frame_per_layer(tmp_path):
+    images, attentions = _attentions()
+    path = attention_gif(images[0], attentions[0], tmp_path / "sub" / "layers.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == TINY.depth
+
+
+def test_other_figures_are_figures():
+    split = make_split(40)
+    assert isinstance(class_samples(split, per_class=2), Figure)
+    assert len(patch_grid(split.images[0], 8).axes) == 1 + 16
+    assert isinstance(matrix_figure(torch.rand(5, 5), annotate=True), Figure)
+    assert len(position_similarity(torch.randn(16, 8), 4).axes) == 16 + 1
