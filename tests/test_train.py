@@ -126,3 +126,15 @@ def test_device_selection_falls_back_to_cpu():
         assert select_device().type in ("cpu", "mps")
         with pytest.raises(ValueError, match="CUDA is not available"):
             select_device("cuda")
+
+
+def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_train_config, tmp_path, monkeypatch):
+    from vit_tutorial import pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
+    config = quick_train_config.replace(epochs=1)
+    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "runs" / "a", progress=False)
+    found = pretrained.find_finished_run(TINY, config, tmp_path / "runs")
+    assert found is not None and found["path"].endswith("best.pt") and len(found["history"]) == 1
+    assert pretrained.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
+    assert pretrained.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None

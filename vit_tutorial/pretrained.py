@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import TrainConfig, ViTConfig
 from .errors import CheckpointError
 from .model import ViT
 
@@ -38,3 +39,20 @@ def _payload() -> dict[str, Any]:
             "train one with `python -m vit_tutorial train` and load it with vit_tutorial.checkpoint.load_model"
         )
     return load_checkpoint(PRETRAINED)
+
+
+def find_finished_run(model_config: ViTConfig, train_config: TrainConfig, runs_dir: str | Path = "runs") -> dict[str, Any] | None:
+    """A finished run trained with exactly these configs: the shipped checkpoint, else `runs_dir/*/best.pt`.
+
+    Returns the checkpoint's contents (weights included), or None when no run matches.
+    """
+    candidates = [PRETRAINED] if pretrained_available() else []
+    candidates += sorted(Path(runs_dir).glob("*/best.pt"))
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if payload.get("model_config") == model_config.to_dict() and payload.get("train_config") == train_config.to_dict():
+            return {**payload, "path": str(path)}
+    return None
