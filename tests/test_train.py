@@ -138,3 +138,11 @@ def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_tr
     assert found is not None and found["path"].endswith("best.pt") and len(found["history"]) == 1
     assert pretrained.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
     assert pretrained.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
+
+
+def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_train_config):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the fallback is for CPU and MPS")
+    with pytest.warns(UserWarning, match="CUDA only"):
+        result = fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", progress=False, compile=True)
+    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import platform
 import time
 import warnings
@@ -48,8 +49,6 @@ def select_device(preferred: str | torch.device | None = None) -> torch.device:
 def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    import os
-
     return f"{platform.machine()} CPU, {os.cpu_count()} cores ({device.type})"
 
 

@@ -252,16 +252,23 @@ def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = 
 
 
 def compare_maps(images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0) -> Figure:
-    """One row per image: the image, then the overlay of each named (B, g, g) map (e.g. last layer vs rollout)."""
+    """One column per image: the image on top, then the overlay of each named (B, g, g) map (e.g. last layer vs rollout)."""
     from .attention import attention_overlay
 
     n = images.shape[0]
-    figure = Figure(figsize=(1.7 * (1 + len(grids)), 1.8 * n), layout="constrained")
-    axes = figure.subplots(n, 1 + len(grids), squeeze=False)
-    for row in range(n):
-        _map_panel(axes[row, 0], to_display(images[row]), titles[row] if titles else "")
-        for col, (name, grid) in enumerate(grids.items(), start=1):
-            _map_panel(axes[row, col], to_display(attention_overlay(images[row], grid[row], amplify)), name if row == 0 else "")
+    figure = Figure(figsize=(1.45 * n + 0.9, 1.55 * (1 + len(grids))), layout="constrained")
+    axes = figure.subplots(1 + len(grids), n, squeeze=False)
+    for col in range(n):
+        _map_panel(axes[0, col], to_display(images[col]), titles[col] if titles else "")
+        for row, grid in enumerate(grids.values(), start=1):
+            _map_panel(axes[row, col], to_display(attention_overlay(images[col], grid[col], amplify)), "")
+    for row, name in enumerate(["image", *grids], start=0):
+        axes[row, 0].set_axis_on()
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        for spine in axes[row, 0].spines.values():
+            spine.set_visible(False)
+        axes[row, 0].set_ylabel(name, fontsize=8)
     return figure
 
 
