@@ -1,0 +1,41 @@
+"""The notebooks are committed as one full top-to-bottom run: the book shows exactly those outputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def code_cells(path: Path) -> list[dict]:
+    cells = json.loads(path.read_text())["cells"]
+    return [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+def test_every_chapter_in_the_table_of_contents_exists_and_every_notebook_is_listed():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+    for name in files:
+        assert (ROOT / f"{name}.ipynb").is_file() or (ROOT / f"{name}.md").is_file(), name
+    assert {f"notebooks/{p.stem}" for p in NOTEBOOKS} <= set(files)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_was_executed_in_order_without_errors(path):
+    counts = [cell["execution_count"] for cell in code_cells(path)]
+    assert None not in counts, "some cells were never executed"
+    assert counts == list(range(counts[0], counts[0] + len(counts))), f"execution counts out of order: {counts}"
+    errors = [o for cell in code_cells(path) for o in cell["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"stored error output: {errors[0]['ename']}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_name_no_machine_paths_and_are_from_full_mode(path):
+    text = path.read_text()
+    for marker in ("/work/", "/tmp/", "/root/", "/home/", "C:\\\\Users"):
+        assert marker not in text, f"a stored output names a machine path ({marker})"
+    streams = "".join("".join(o.get("text", "")) for cell in code_cells(path) for o in cell["outputs"])
+    assert "quick mode" not in streams and "quick run:" not in streams, "stored outputs come from quick mode"
