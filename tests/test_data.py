@@ -122,3 +122,16 @@ def test_cutout_zeroes_one_square_and_augment_names_are_checked():
     assert torch.equal(augment_batch(images, "none", torch.Generator()), images)
     with pytest.raises(ValueError, match="unknown augmentation"):
         augment_batch(images, "mixup", torch.Generator())
+
+
+def test_mixup_and_cutmix_give_soft_targets_that_match_the_mixed_pixels():
+    from vit_tutorial.augment import mix_batch
+
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).contiguous()
+    labels = torch.arange(4)
+    mixed, targets = mix_batch(images, labels, 4, mixup=1.0, cutmix=0.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    # each mixed image is a blend of two constant images: its value is the targets' expected label
+    torch.testing.assert_close(mixed[:, 0, 0, 0], targets @ torch.arange(4.0))
+    mixed, targets = mix_batch(images, labels, 4, mixup=0.0, cutmix=1.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), targets @ torch.arange(4.0))  # pasted area = label weight

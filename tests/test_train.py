@@ -146,3 +146,21 @@ def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_tr
     with pytest.warns(UserWarning, match="CUDA only"):
         result = fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", progress=False, compile=True)
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
+
+
+def test_fit_trains_with_mixup_and_cutmix(fake_data, quick_train_config):
+    config = quick_train_config.replace(epochs=2, mixup=0.2, cutmix=1.0)
+    result = fit(build_model(TINY), fake_data, config, device="cpu", progress=False)
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+
+
+def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data, quick_train_config, tmp_path):
+    config = quick_train_config.replace(epochs=2)
+    fit(build_model(TINY), fake_data, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    payload = load_checkpoint(tmp_path / "last.pt")
+    payload["train_config"] = {k: v for k, v in config.to_dict().items() if k not in ("mixup", "cutmix")}
+    from vit_tutorial.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "last.pt", payload)
+    resumed = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    assert len(resumed.history) == 2

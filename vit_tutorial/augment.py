@@ -61,3 +61,38 @@ def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator) -
     if kind == "flip-crop-cutout":
         images = cutout(images, 12, generator)
     return images
+
+
+def mix_batch(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, mixup: float, cutmix: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al., 2018) or CutMix (Yun et al., 2019) of a batch with itself in shuffled order.
+
+    Args:
+        images: (B, C, H, W) float.
+        labels: (B,) class indices.
+        mixup, cutmix: Beta(alpha, alpha) parameters, 0 for off; with both on, each batch uses one of them.
+
+    Returns:
+        Mixed images (B, C, H, W) and soft targets (B, num_classes) that sum to 1.
+    """
+    import numpy as np
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+    rng = np.random.default_rng(seed)  # torch's Beta sampler takes no generator; this keeps runs seeded
+    use_cutmix = cutmix > 0 and (mixup == 0 or rng.random() < 0.5)
+    lam = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))
+    order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(images.device)
+    if use_cutmix:
+        h, w = images.shape[-2:]
+        cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        images = images.clone()
+        images[:, :, top:bottom, left:right] = images[order][:, :, top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (h * w)  # the area actually pasted
+    else:
+        images = lam * images + (1 - lam) * images[order]
+    one_hot = torch.nn.functional.one_hot(labels, num_classes).float()
+    return images, lam * one_hot + (1 - lam) * one_hot[order]

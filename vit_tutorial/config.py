@@ -108,6 +108,8 @@ class TrainConfig(_Serialisable):
     val_size: int = 5000  # images held out of the 50,000 training images for validation
     seed: int = 0  # seeds the split, the initial weights, shuffling and augmentation
     augment: Augmentation = "flip-crop"  # train-time augmentation, see vit_tutorial.augment
+    mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 turns it off
+    cutmix: float = 0.0  # cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup too: half the batches each)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -116,7 +118,7 @@ class TrainConfig(_Serialisable):
         for name in ("warmup_epochs", "patience", "val_size", "seed"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "momentum", "weight_decay", "grad_clip"):
+        for name in ("lr", "momentum", "weight_decay", "grad_clip", "mixup", "cutmix"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")

@@ -53,6 +53,11 @@ def find_finished_run(model_config: ViTConfig, train_config: TrainConfig, runs_d
             payload = load_checkpoint(path)
         except CheckpointError:
             continue
-        if payload.get("model_config") == model_config.to_dict() and payload.get("train_config") == train_config.to_dict():
+        try:
+            same = (ViTConfig.from_dict(payload["model_config"]) == model_config
+                    and TrainConfig.from_dict(payload.get("train_config") or {}) == train_config)  # fmt: skip
+        except (ValueError, TypeError):
+            continue  # written by another version of the configs
+        if same:
             return {**payload, "path": str(path)}
     return None

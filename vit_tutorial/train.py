@@ -24,7 +24,8 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, ViTConfig
-from .data import CIFAR10, Split, batches
+from .augment import mix_batch
+from .data import CIFAR10, CLASSES, Split, batches
 from .errors import CheckpointError, TrainingDivergedError
 from .model import ViT
 
@@ -134,9 +135,12 @@ def _train_epoch(model, split, optimizer, scheduler, config, device, generator, 
         split, config.batch_size, device=device, shuffle=True, augment=config.augment,
         generator=generator, drop_last=drop_last,
     ):  # fmt: skip
+        targets = labels
+        if config.mixup > 0 or config.cutmix > 0:
+            images, targets = mix_batch(images, labels, len(CLASSES), mixup=config.mixup, cutmix=config.cutmix, generator=generator)
         with _autocast(device):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -262,12 +266,12 @@ def _restore(out_dir, model, optimizer, scheduler, config, default_state) -> dic
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: no {LAST} in {out_dir}; start without --resume")
     payload = load_checkpoint(path)
-    if payload.get("train_config") != config.to_dict():
+    if _stored_config(TrainConfig, payload.get("train_config")) != config:
         raise CheckpointError(
             f"{path} was written with another training configuration; resume with the same options or use a new --out"
         )
     model_config = getattr(model, "config", None)
-    if model_config is not None and payload.get("model_config") != model_config.to_dict():
+    if model_config is not None and _stored_config(ViTConfig, payload.get("model_config")) != model_config:
         raise CheckpointError(f"{path} holds another model configuration; resume with the same options or use a new --out")
     try:
         model.load_state_dict(payload["model"])
@@ -276,3 +280,11 @@ def _restore(out_dir, model, optimizer, scheduler, config, default_state) -> dic
     except (KeyError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} cannot be resumed ({str(error).splitlines()[0][:160]}); use a new --out") from None
     return {key: payload.get(key, value) for key, value in default_state.items()}
+
+
+def _stored_config(cls, values: dict | None):
+    """The config a checkpoint recorded (fields it lacks take today's defaults), or None if unreadable."""
+    try:
+        return cls.from_dict(values or {})
+    except (ValueError, TypeError):
+        return None
