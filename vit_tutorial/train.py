@@ -185,13 +185,8 @@ def fit(
     model.to(device)
     train = data.train.to(device) if device.type != "cpu" else data.train
     out_dir = Path(out_dir) if out_dir is not None else None
-    steps_per_epoch = max(len(train) // config.batch_size, 1)
     optimizer = make_optimizer(model, config)
-    schedule = partial(
-        lr_factor, warmup_steps=config.warmup_epochs * steps_per_epoch,
-        total_steps=config.epochs * steps_per_epoch, schedule=config.schedule,
-    )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=max(len(train) // config.batch_size, 1))
     model_config = getattr(model, "config", None)
     state = {"epoch": 0, "history": [], "best_val_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0,
              "best_model": copy.deepcopy(model.state_dict()), "wall_seconds": 0.0}  # fmt: skip
@@ -209,38 +204,19 @@ def fit(
         if 0 < config.patience <= state["bad_epochs"]:
             stopped_early = True
             break
-        started = time.perf_counter()
-        generator = torch.Generator(device=train.labels.device).manual_seed(config.seed * 100_003 + epoch)
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
-        try:
-            train_loss, train_acc, seen = _train_epoch(forward, train, optimizer, scheduler, config, device, generator, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        if not math.isfinite(train_loss):
-            kept = f"the last good checkpoint {out_dir / LAST} is kept" if out_dir else "no checkpoint was being written"
-            raise TrainingDivergedError(
-                f"training loss became {train_loss} in epoch {epoch + 1}; {kept}; lower --lr or set --grad-clip, then resume"
-            )
-        val_loss, val_acc = validate(model, data.val, device)
-        seconds = time.perf_counter() - started
-        state["history"].append({
-            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
-            "val_loss": val_loss, "val_accuracy": val_acc, "seconds": seconds, "images_per_second": seen / seconds,
-        })  # fmt: skip
-        state["wall_seconds"] += seconds
-        if val_acc > state["best_val_accuracy"]:
-            state.update(best_val_accuracy=val_acc, best_epoch=epoch + 1, bad_epochs=0,
+        record = _epoch(forward, model, train, data.val, optimizer, scheduler, config, device, epoch, progress, out_dir)
+        state["history"].append(record)
+        state["wall_seconds"] += record["seconds"]
+        if record["val_accuracy"] > state["best_val_accuracy"]:
+            state.update(best_val_accuracy=record["val_accuracy"], best_epoch=epoch + 1, bad_epochs=0,
                          best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})  # fmt: skip
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if log_epochs:
             tqdm.write(
-                f"epoch {epoch + 1:3d}  train loss {train_loss:.3f} acc {train_acc:.3f}  "
-                f"val loss {val_loss:.3f} acc {val_acc:.3f}  {seconds:.1f}s"
+                f"epoch {epoch + 1:3d}  train loss {record['train_loss']:.3f} acc {record['train_accuracy']:.3f}  "
+                f"val loss {record['val_loss']:.3f} acc {record['val_accuracy']:.3f}  {record['seconds']:.1f}s"
             )
         if out_dir is not None:
             save_checkpoint(out_dir / LAST, {
@@ -257,6 +233,42 @@ def fit(
             **info, "model": state["best_model"], "history": state["history"], "best_epoch": state["best_epoch"],
         })  # fmt: skip
     return FitResult(model, state["history"], state["best_epoch"], stopped_early, best_path, info)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warmup then cosine (or constant), as `lr_factor` describes."""
+    schedule = partial(
+        lr_factor, warmup_steps=config.warmup_epochs * steps_per_epoch,
+        total_steps=config.epochs * steps_per_epoch, schedule=config.schedule,
+    )  # fmt: skip
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _epoch(forward, model, train, val, optimizer, scheduler, config, device, epoch, progress, out_dir) -> dict[str, float]:
+    """One epoch: train (seeded by the epoch number), check the loss is finite, validate; the history record."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    generator = torch.Generator(device=train.labels.device).manual_seed(config.seed * 100_003 + epoch)
+    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and stochastic depth
+    lr = optimizer.param_groups[0]["lr"]
+    bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
+    try:
+        train_loss, train_acc, seen = _train_epoch(forward, train, optimizer, scheduler, config, device, generator, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not math.isfinite(train_loss):
+        kept = f"the last good checkpoint {out_dir / LAST} is kept" if out_dir else "no checkpoint was being written"
+        raise TrainingDivergedError(
+            f"training loss became {train_loss} in epoch {epoch + 1}; {kept}; lower --lr or set --grad-clip, then resume"
+        )
+    val_loss, val_acc = validate(model, val, device)
+    seconds = time.perf_counter() - started
+    return {
+        "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
+        "val_loss": val_loss, "val_accuracy": val_acc, "seconds": seconds, "images_per_second": seen / seconds,
+    }  # fmt: skip
 
 
 def _restore(out_dir, model, optimizer, scheduler, config, default_state) -> dict:
