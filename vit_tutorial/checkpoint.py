@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig, ViTConfig
+from .config import ViTConfig
 from .errors import CheckpointError
 from .model import ViT
 
@@ -87,6 +87,3 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
     model = model_from_checkpoint(load_checkpoint(path), source=str(path))
     return model.to(device).eval()
 
-
-def train_config_of(payload: dict[str, Any]) -> TrainConfig | None:
-    return TrainConfig.from_dict(payload["train_config"]) if payload.get("train_config") else None
