@@ -94,7 +94,7 @@ def _check_image_and_grid(image: torch.Tensor, grid: torch.Tensor) -> tuple[torc
     batched = image.ndim == 4
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"expected an image shaped (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-    if image.is_floating_point() is False or image.min() < 0 or image.max() > 1:
+    if not image.is_floating_point() or image.min() < 0 or image.max() > 1:
         raise ValueError(
             f"expected image values as floats in [0, 1], got {image.dtype} in [{image.min().item()}, {image.max().item()}]; "
             "divide uint8 images by 255 or use vit_tutorial.data.denormalize"

@@ -29,12 +29,17 @@ COLORMAPS = ("inferno", "viridis", "magma", "jet", "gray")
 ROLLOUT = "rollout"
 
 
-def blend(image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap: str = "inferno") -> torch.Tensor:
-    """The attention map (resized, min-max normalised) in a colormap, laid over the image: (3, H, W) in [0, 1]."""
+def colormap_lut(name: str) -> torch.Tensor:
+    """A matplotlib colormap as a (256, 3) table of RGB values in [0, 1]."""
     import matplotlib
 
+    return torch.tensor(matplotlib.colormaps[name](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
+
+
+def blend(image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap: str = "inferno") -> torch.Tensor:
+    """The attention map (resized, min-max normalised) in a colormap, laid over the image: (3, H, W) in [0, 1]."""
     normalised = overlay_steps(image, grid)["normalised"]  # (h, w)
-    lut = torch.tensor(matplotlib.colormaps[cmap](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
+    lut = colormap_lut(cmap)
     colours = lut[(normalised * 255).round().long()].permute(2, 0, 1)  # (3, h, w)
     return (1 - opacity) * image + opacity * colours
 
@@ -199,8 +204,6 @@ def _prediction_html(probabilities: torch.Tensor) -> str:
 
 def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
     """Everything the static explorer shows, as JSON-ready data."""
-    import matplotlib
-
     images = split.images[indices].float() / 255
     probabilities, maps = attention_maps(model, images)
     depth, heads = model.config.depth, model.config.heads
@@ -209,10 +212,7 @@ def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
         "layers": [str(i + 1) for i in range(depth)] + [ROLLOUT],
         "heads": ["mean"] + [str(h + 1) for h in range(heads)],
         "grid": model.config.grid_size,
-        "colormaps": {
-            name: [[round(255 * c) for c in rgba[:3]] for rgba in matplotlib.colormaps[name](torch.linspace(0, 1, 256).numpy())]
-            for name in COLORMAPS
-        },
+        "colormaps": {name: (colormap_lut(name) * 255).round().int().tolist() for name in COLORMAPS},
         "images": [
             {
                 "index": index,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
+from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
 from .data import CLASSES, Split
 
 
@@ -175,15 +176,11 @@ def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno") -> N
 
 def _heatmap(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """The grid resized to the image and min-max normalised: (H, W) in [0, 1]."""
-    from .attention import overlay_steps
-
     return overlay_steps(image, grid)["normalised"]
 
 
 def attention_triptych(image: torch.Tensor, grid: torch.Tensor, *, amplify: float = 2.0, title: str = "", cmap: str = "inferno") -> Figure:
     """Image | attention heatmap | overlay, for one (g, g) attention grid."""
-    from .attention import attention_overlay
-
     figure = Figure(figsize=(7.5, 2.8), layout="constrained")
     axes = figure.subplots(1, 3)
     _map_panel(axes[0], to_display(image), "image")
@@ -196,8 +193,6 @@ def attention_triptych(image: torch.Tensor, grid: torch.Tensor, *, amplify: floa
 def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
     """The classic overlay step by step: the heads' CLS rows, their mean on the grid, resized,
     normalised, multiplied with the image, amplified and clipped."""
-    from .attention import cls_attention, overlay_steps
-
     heads = attentions.shape[1]
     grid = cls_attention(attentions, layer=layer)
     steps = overlay_steps(image, grid, amplify)
@@ -218,8 +213,6 @@ def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: in
 
 def layers_figure(image: torch.Tensor, attentions: torch.Tensor, *, amplify: float = 2.0, head: int | None = None, rollout: bool = True) -> Figure:
     """CLS attention in every layer (top: heatmaps, bottom: overlays), plus rollout as the last column."""
-    from .attention import attention_overlay, attention_rollout, cls_attention
-
     depth = attentions.shape[0]
     grids = [cls_attention(attentions, layer=i, head=head) for i in range(depth)]
     titles = [f"layer {i + 1}" for i in range(depth)]
@@ -236,8 +229,6 @@ def layers_figure(image: torch.Tensor, attentions: torch.Tensor, *, amplify: flo
 
 def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
     """Each head's CLS attention in one layer, and their mean (top: heatmaps, bottom: overlays)."""
-    from .attention import attention_overlay, cls_attention
-
     heads = attentions.shape[1]
     grids = [cls_attention(attentions, layer=layer, head=h) for h in range(heads)] + [cls_attention(attentions, layer=layer)]
     titles = [f"head {h + 1}" for h in range(heads)] + ["mean"]
@@ -253,8 +244,6 @@ def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = 
 
 def compare_maps(images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0) -> Figure:
     """One column per image: the image on top, then the overlay of each named (B, g, g) map (e.g. last layer vs rollout)."""
-    from .attention import attention_overlay
-
     n = images.shape[0]
     figure = Figure(figsize=(1.45 * n + 0.9, 1.55 * (1 + len(grids))), layout="constrained")
     axes = figure.subplots(1 + len(grids), n, squeeze=False)
