@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 
-from .config import ViTConfig
+from .config import ResNetConfig, ViTConfig
 from .errors import CheckpointError
 from .model import ViT
+from .resnet import ResNet
 
 FORMAT = "vit_tutorial.checkpoint/1"
 REQUIRED_KEYS = ("format", "version", "model_config", "model")
+ARCHITECTURES = {"vit": (ViTConfig, ViT), "resnet": (ResNetConfig, ResNet)}  # checkpoints before 0.2 are all "vit"
 
 
 def package_version() -> str:
@@ -71,10 +73,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> ViT:
-    """Rebuild the ViT a checkpoint describes and load its weights; raises CheckpointError on a mismatch."""
+def architecture_of(payload: dict[str, Any], source: str = "checkpoint") -> str:
+    """The model family a checkpoint holds: 'vit' or 'resnet'."""
+    architecture = payload.get("architecture") or "vit"
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{source} holds a {architecture!r} model; this package rebuilds {sorted(ARCHITECTURES)}")
+    return architecture
+
+
+def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> ViT | ResNet:
+    """Rebuild the model a checkpoint describes and load its weights; raises CheckpointError on a mismatch."""
+    config_class, model_class = ARCHITECTURES[architecture_of(payload, source)]
     try:
-        model = ViT(ViTConfig.from_dict(payload["model_config"]))
+        model = model_class(config_class.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (ValueError, TypeError, RuntimeError) as error:
         first = str(error).strip().splitlines()[0]
@@ -82,7 +93,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -
     return model
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ViT:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ViT | ResNet:
     """The model stored at `path`, in eval mode on `device`."""
     model = model_from_checkpoint(load_checkpoint(path), source=str(path))
     return model.to(device).eval()

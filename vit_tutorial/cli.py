@@ -1,7 +1,8 @@
 """`python -m vit_tutorial train | evaluate | predict` (also installed as `vit-tutorial`).
 
 Training options are generated from the fields of `ViTConfig` and `TrainConfig`, so the command
-line and the configs cannot drift apart. Errors are one line on stderr and a non-zero exit;
+line and the configs cannot drift apart. `--model resnet` trains the CNN baseline (ResNet-18) with
+the same pipeline instead of the ViT. Errors are one line on stderr and a non-zero exit;
 set VIT_TUTORIAL_DEBUG=1 to see the traceback instead.
 """
 
@@ -15,12 +16,13 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import AUGMENTATIONS, SCHEDULES, TrainConfig, ViTConfig
+from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, ResNetConfig, TrainConfig, ViTConfig
 from .errors import VitTutorialError
 
-DEFAULT_OUT = Path("runs") / "vit"
+RUNS = Path("runs")
+MODELS = ("vit", "resnet")
 MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest is fixed by CIFAR-10
-CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES}
+CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS}
 
 
 def _field_comments(cls) -> dict[str, str]:
@@ -65,13 +67,20 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
 
 
+def _add_model_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+    what = "(default: vit)" if default else "(default: whatever the checkpoint holds)"
+    parser.add_argument("--model", choices=MODELS, default=default, help=f"the ViT, or the ResNet-18 baseline {what}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
 
-    train = commands.add_parser("train", help="train a ViT with SGD and early stopping", description="Train a ViT on CIFAR-10.")
+    train = commands.add_parser("train", help="train a ViT (or the ResNet baseline) with early stopping",
+                                description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.")  # fmt: skip
+    _add_model_option(train, "vit")
     _add_data_options(train)
-    train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    train.add_argument("--out", type=Path, help=f"output folder (default: {RUNS}/MODEL)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
@@ -79,13 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train, TrainConfig)
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics of a checkpoint", description="Evaluate a checkpoint on the CIFAR-10 test set.")
+    _add_model_option(evaluate, None)
     _add_data_options(evaluate)
-    evaluate.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT / "best.pt", help="checkpoint to evaluate (default: %(default)s)")
+    evaluate.add_argument("--checkpoint", type=Path, help=f"checkpoint to evaluate (default: {RUNS}/MODEL/best.pt)")
     evaluate.add_argument("--metrics", type=Path, help="where to write the JSON metrics (default: next to the checkpoint)")
 
     predict = commands.add_parser("predict", help="top-k classes for image files", description="Classify image files of any size.")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    predict.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT / "best.pt", help="checkpoint to use (default: %(default)s)")
+    predict.add_argument("--checkpoint", type=Path, default=RUNS / "vit" / "best.pt", help="checkpoint to use (default: %(default)s)")
     predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
     return parser
 
@@ -103,8 +113,15 @@ def _train(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, save_metrics
     from .train import build_model, fit, select_device
 
-    model_config = _config_from_args(ViTConfig, args)
+    if args.model == "resnet":
+        given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: ViT options, but ResNet-18 has a fixed shape; drop them or use --model vit")
+        model_config = ResNetConfig()
+    else:
+        model_config = _config_from_args(ViTConfig, args)
     train_config = _config_from_args(TrainConfig, args)
+    args.out = args.out or RUNS / args.model
     data = _load_data(args, train_config.val_size, train_config.seed)
     print(f"data: {data.provenance['description']} from {data.provenance['root']} "
           f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)")  # fmt: skip
@@ -124,11 +141,14 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
     from .evaluate import evaluate, save_metrics
     from .train import select_device
 
+    args.checkpoint = args.checkpoint or RUNS / (args.model or "vit") / "best.pt"
     payload = load_checkpoint(args.checkpoint)
+    if args.model is not None and architecture_of(payload, str(args.checkpoint)) != args.model:
+        raise ValueError(f"{args.checkpoint} holds a {architecture_of(payload)} model, not --model {args.model}; pass the matching --model")
     train_config = payload.get("train_config") or {}
     data = _load_data(args, train_config.get("val_size", 5000), train_config.get("seed", 0))
     device = select_device(args.device)

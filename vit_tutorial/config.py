@@ -13,9 +13,11 @@ from typing import Any, Literal
 
 Augmentation = Literal["none", "flip-crop", "flip-crop-cutout"]
 Schedule = Literal["cosine", "constant"]
+Optimizer = Literal["sgd", "adamw"]
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -93,6 +95,20 @@ class ViTConfig(_Serialisable):
 
 
 @dataclass(frozen=True)
+class ResNetConfig(_Serialisable):
+    """The CNN baseline: torchvision's ResNet-18 with a CIFAR stem (3x3 convolution, no max-pool)."""
+
+    image_size: int = 32  # side of the square input image, in pixels
+    in_channels: int = 3  # RGB
+    num_classes: int = 10  # CIFAR-10
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "in_channels", "num_classes"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"ResNetConfig.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Serialisable):
     epochs: int = 100  # upper bound; early stopping usually ends sooner
     batch_size: int = 256
@@ -110,6 +126,7 @@ class TrainConfig(_Serialisable):
     augment: Augmentation = "flip-crop"  # train-time augmentation, see vit_tutorial.augment
     mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 turns it off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup too: half the batches each)
+    optimizer: Optimizer = "sgd"  # sgd (momentum, nesterov) or adamw (fine-tuning)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -123,8 +140,9 @@ class TrainConfig(_Serialisable):
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _require(self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        _require(not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0; set momentum or turn nesterov off")
+        _require(self.optimizer != "sgd" or not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0; set momentum or turn nesterov off")
 
 
 def quick_mode() -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import TrainConfig, ViTConfig
+from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
+from .config import ResNetConfig, TrainConfig, ViTConfig
 from .errors import CheckpointError
 from .model import ViT
 
@@ -41,7 +41,9 @@ def _payload() -> dict[str, Any]:
     return load_checkpoint(PRETRAINED)
 
 
-def find_finished_run(model_config: ViTConfig, train_config: TrainConfig, runs_dir: str | Path = "runs") -> dict[str, Any] | None:
+def find_finished_run(
+    model_config: ViTConfig | ResNetConfig, train_config: TrainConfig, runs_dir: str | Path = "runs"
+) -> dict[str, Any] | None:
     """A finished run trained with exactly these configs: the shipped checkpoint, else `runs_dir/*/best.pt`.
 
     Returns the checkpoint's contents (weights included), or None when no run matches.
@@ -54,9 +56,10 @@ def find_finished_run(model_config: ViTConfig, train_config: TrainConfig, runs_d
         except CheckpointError:
             continue
         try:
-            same = (ViTConfig.from_dict(payload["model_config"]) == model_config
+            same = (type(model_config).from_dict(payload["model_config"]) == model_config
+                    and isinstance(model_config, ResNetConfig) == (architecture_of(payload) == "resnet")
                     and TrainConfig.from_dict(payload.get("train_config") or {}) == train_config)  # fmt: skip
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, CheckpointError):
             continue  # written by another version of the configs
         if same:
             return {**payload, "path": str(path)}

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, ViTConfig
+from .config import ResNetConfig, TrainConfig, ViTConfig
 from .augment import mix_batch
 from .data import CIFAR10, CLASSES, Split, batches
 from .errors import CheckpointError, TrainingDivergedError
 from .model import ViT
+from .resnet import ResNet
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -53,10 +54,10 @@ def describe_hardware(device: torch.device) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores ({device.type})"
 
 
-def build_model(config: ViTConfig, seed: int = 0) -> ViT:
-    """A freshly initialised ViT; the same seed gives the same weights."""
+def build_model(config: ViTConfig | ResNetConfig, seed: int = 0) -> ViT | ResNet:
+    """A freshly initialised ViT (or, given a ResNetConfig, the CNN baseline); the same seed gives the same weights."""
     torch.manual_seed(seed)
-    return ViT(config)
+    return ResNet(config) if isinstance(config, ResNetConfig) else ViT(config)
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -82,17 +83,22 @@ def compile_for(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _has_dynamic_parts(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
-    return bool(config and (config.drop_path > 0 or config.dropout > 0))
+    return getattr(config, "drop_path", 0) > 0 or getattr(config, "dropout", 0) > 0
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with weight decay on weight matrices only (not biases, norms, CLS token or position embeddings)."""
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with weight decay on weight matrices only (not biases, norms, CLS token or position embeddings).
+
+    Frozen parameters (requires_grad False) are left out, so fine-tuning only the last blocks works.
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             is_matrix = param.ndim >= 2 and not name.endswith(("cls_token", "pos_embed"))
             (decay if is_matrix else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
@@ -193,6 +199,7 @@ def fit(
     if resume:
         state = _restore(out_dir, model, optimizer, scheduler, config, state)
     common = {
+        "architecture": getattr(model, "architecture", None),
         "model_config": model_config.to_dict() if model_config is not None else None,
         "train_config": config.to_dict(),
         "provenance": data.provenance,
@@ -283,7 +290,7 @@ def _restore(out_dir, model, optimizer, scheduler, config, default_state) -> dic
             f"{path} was written with another training configuration; resume with the same options or use a new --out"
         )
     model_config = getattr(model, "config", None)
-    if model_config is not None and _stored_config(ViTConfig, payload.get("model_config")) != model_config:
+    if model_config is not None and _stored_config(type(model_config), payload.get("model_config")) != model_config:
         raise CheckpointError(f"{path} holds another model configuration; resume with the same options or use a new --out")
     try:
         model.load_state_dict(payload["model"])
