@@ -49,6 +49,26 @@ def test_train_evaluate_predict_end_to_end(workspace):
     assert predicted.stdout.count(",") == 2
 
 
+def test_resnet_baseline_and_fine_tuning_commands(workspace):
+    root, env = workspace
+    out = root / "resnet"
+    common = ["--epochs", "1", "--warmup-epochs", "0", "--batch-size", "10", "--val-size", "10", "--no-progress"]
+    trained = run("train", "--model", "resnet", "--out", str(out), *common, env=env)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run("evaluate", "--model", "resnet", "--checkpoint", str(out / "best.pt"), env=env)
+    assert evaluated.returncode == 0 and "test accuracy" in evaluated.stdout, evaluated.stderr
+    mismatch = run("evaluate", "--model", "vit", "--checkpoint", str(out / "best.pt"), env=env)
+    assert mismatch.returncode == 2 and "holds a resnet model, not --model vit" in mismatch.stderr
+    shaped = run("train", "--model", "resnet", "--dim", "64", env=env)
+    assert shaped.returncode == 2 and "--dim: ViT options" in shaped.stderr
+
+    tuned = run("finetune", "--weights", "random", "--trainable-blocks", "0", "--subset", "4",
+                "--out", str(root / "tuned"), *common, env=env)  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr
+    assert "random weights" in tuned.stderr
+    assert "adamw" in (root / "tuned" / "best.pt").read_bytes().decode("latin-1")
+
+
 def test_errors_are_one_line_without_traceback(workspace, tmp_path):
     root, env = workspace
     (tmp_path / "bad.pt").write_bytes(b"garbage")

@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from .config import ResNetConfig, ViTConfig
+from .config import FineTuneConfig, ResNetConfig, ViTConfig
 from .errors import CheckpointError
+from .finetune import FineTunedViT
 from .model import ViT
 from .resnet import ResNet
 
 FORMAT = "vit_tutorial.checkpoint/1"
 REQUIRED_KEYS = ("format", "version", "model_config", "model")
-ARCHITECTURES = {"vit": (ViTConfig, ViT), "resnet": (ResNetConfig, ResNet)}  # checkpoints before 0.2 are all "vit"
+ARCHITECTURES = {  # checkpoints written before 0.2 hold no architecture: they are all "vit"
+    "vit": (ViTConfig, ViT),
+    "resnet": (ResNetConfig, ResNet),
+    "vit_b_16": (FineTuneConfig, FineTunedViT),
+}
 
 
 def package_version() -> str:
@@ -81,7 +87,7 @@ def architecture_of(payload: dict[str, Any], source: str = "checkpoint") -> str:
     return architecture
 
 
-def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> ViT | ResNet:
+def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights; raises CheckpointError on a mismatch."""
     config_class, model_class = ARCHITECTURES[architecture_of(payload, source)]
     try:
@@ -93,7 +99,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -
     return model
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ViT | ResNet:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The model stored at `path`, in eval mode on `device`."""
     model = model_from_checkpoint(load_checkpoint(path), source=str(path))
     return model.to(device).eval()

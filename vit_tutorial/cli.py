@@ -16,11 +16,12 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, ResNetConfig, TrainConfig, ViTConfig
+from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig
 from .errors import VitTutorialError
 
 RUNS = Path("runs")
 MODELS = ("vit", "resnet")
+FINETUNED = "vit_b_16"
 MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest is fixed by CIFAR-10
 CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS}
 
@@ -37,7 +38,8 @@ def _field_comments(cls) -> dict[str, str]:
     return comments
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None, defaults=None) -> None:
+    """One option per field of `cls` (or of `names`); `defaults`, an instance, overrides the field defaults."""
     group = parser.add_argument_group(f"{cls.__name__} options")
     comments = _field_comments(cls)
     hints = typing.get_type_hints(cls)
@@ -45,7 +47,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, 
         if names is not None and field.name not in names:
             continue
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{comments.get(field.name, '')} (default: {field.default})"
+        default = getattr(defaults, field.name) if defaults is not None else field.default
+        help_text = f"{comments.get(field.name, '')} (default: {default})"
         kind = hints[field.name]
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -55,9 +58,9 @@ def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, 
             group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=help_text)
 
 
-def _config_from_args(cls, args: argparse.Namespace):
+def _config_from_args(cls, args: argparse.Namespace, defaults=None):
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
-    return cls(**chosen)
+    return defaults.replace(**chosen) if defaults is not None else cls(**chosen)
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -68,24 +71,43 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_option(parser: argparse.ArgumentParser, default: str | None) -> None:
-    what = "(default: vit)" if default else "(default: whatever the checkpoint holds)"
-    parser.add_argument("--model", choices=MODELS, default=default, help=f"the ViT, or the ResNet-18 baseline {what}")
+    if default:
+        parser.add_argument("--model", choices=MODELS, default=default, help=f"the ViT, or the ResNet-18 baseline (default: {default})")
+    else:
+        parser.add_argument("--model", choices=(*MODELS, FINETUNED), help="check the checkpoint holds this model (default: whatever it holds)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", type=Path, help=f"output folder (default: {default_out})")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,finetune,evaluate,predict}")
 
     train = commands.add_parser("train", help="train a ViT (or the ResNet baseline) with early stopping",
                                 description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.")  # fmt: skip
     _add_model_option(train, "vit")
     _add_data_options(train)
-    train.add_argument("--out", type=Path, help=f"output folder (default: {RUNS}/MODEL)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
+    _add_run_options(train, f"{RUNS}/MODEL")
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
+
+    from .finetune import FINETUNE_RECIPE
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune ImageNet-pretrained ViT-B/16 (downloads 330 MB of weights once)",
+        description="Fine-tune torchvision's ImageNet-pretrained ViT-B/16 on CIFAR-10 upsampled to 224x224. A GPU is strongly advised.",
+    )  # fmt: skip
+    _add_data_options(finetune)
+    _add_run_options(finetune, f"{RUNS}/{FINETUNED}")
+    finetune.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
+                          help="start from ImageNet weights, or from random ones to check the code path offline (default: imagenet)")  # fmt: skip
+    _add_config_options(finetune, FineTuneConfig)
+    _add_config_options(finetune, TrainConfig, defaults=FINETUNE_RECIPE)
 
     evaluate = commands.add_parser("evaluate", help="test-set metrics of a checkpoint", description="Evaluate a checkpoint on the CIFAR-10 test set.")
     _add_model_option(evaluate, None)
@@ -110,8 +132,7 @@ def _load_data(args: argparse.Namespace, val_size: int, seed: int):
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, save_metrics
-    from .train import build_model, fit, select_device
+    from .train import build_model
 
     if args.model == "resnet":
         given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
@@ -122,10 +143,33 @@ def _train(args: argparse.Namespace) -> None:
         model_config = _config_from_args(ViTConfig, args)
     train_config = _config_from_args(TrainConfig, args)
     args.out = args.out or RUNS / args.model
+    _fit_and_report(args, build_model(model_config, train_config.seed), train_config)
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    import torch
+
+    from .finetune import FINETUNE_RECIPE, FineTunedViT, load_imagenet_weights
+
+    train_config = _config_from_args(TrainConfig, args, FINETUNE_RECIPE)
+    args.out = args.out or RUNS / FINETUNED
+    torch.manual_seed(train_config.seed)
+    model = FineTunedViT(_config_from_args(FineTuneConfig, args))
+    if args.weights == "imagenet" and not args.resume:
+        load_imagenet_weights(model)
+    elif args.weights == "random":
+        print("random weights: this run checks the code path; its accuracy means nothing", file=sys.stderr)
+    _fit_and_report(args, model, train_config)
+
+
+def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) -> None:
+    """Train `model` on the data `args` names, then evaluate it on the test set and write history and metrics."""
+    from .evaluate import evaluate, save_metrics
+    from .train import fit, select_device
+
     data = _load_data(args, train_config.val_size, train_config.seed)
     print(f"data: {data.provenance['description']} from {data.provenance['root']} "
           f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)")  # fmt: skip
-    model = build_model(model_config, train_config.seed)
     device = select_device(args.device)
     try:
         result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume,
@@ -173,7 +217,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+    command = {"train": _train, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[args.command]
     try:
         command(args)
     except (VitTutorialError, ValueError) as error:

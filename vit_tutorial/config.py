@@ -109,6 +109,21 @@ class ResNetConfig(_Serialisable):
 
 
 @dataclass(frozen=True)
+class FineTuneConfig(_Serialisable):
+    """torchvision's ViT-B/16 with a new CIFAR-10 head, fed CIFAR images upsampled to 224x224."""
+
+    num_classes: int = 10  # CIFAR-10; the new head replaces ImageNet's 1000 classes
+    trainable_blocks: int = 12  # train only the last N of the 12 encoder blocks (plus the final norm and the head)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.num_classes, int) and self.num_classes > 0, f"num_classes must be a positive integer, got {self.num_classes!r}")
+        _require(
+            isinstance(self.trainable_blocks, int) and 0 <= self.trainable_blocks <= 12,
+            f"trainable_blocks must be an integer in [0, 12] (0 trains the head only), got {self.trainable_blocks!r}",
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Serialisable):
     epochs: int = 100  # upper bound; early stopping usually ends sooner
     batch_size: int = 256

@@ -23,3 +23,7 @@ class ImageError(VitTutorialError):
 
 class TrainingDivergedError(VitTutorialError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class WeightsUnavailableError(VitTutorialError):
+    """Pretrained weights are neither in the local cache nor downloadable (no network)."""
