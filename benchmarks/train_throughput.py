@@ -1,10 +1,11 @@
-"""Training throughput of the card's ViT: images/s and projected epoch time, eager vs compiled.
+"""Training throughput of the card's ViT (or the ResNet-18 baseline): images/s and projected epoch time, eager vs compiled.
 
 Runs the real training step of `vit_tutorial.train` (augmentation, autocast, clipping, scheduler) on
 synthetic uint8 images held where training holds them, after warm-up steps, and prints the hardware.
 
     python benchmarks/train_throughput.py                 # eager, and compiled where CUDA is present
     python benchmarks/train_throughput.py --steps 10      # shorter (CPU)
+    python benchmarks/train_throughput.py --model resnet  # the CNN baseline of chapter 10
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import time
 
 import torch
 
-from vit_tutorial import TrainConfig, ViTConfig
+from vit_tutorial import ResNetConfig, TrainConfig, ViTConfig
 from vit_tutorial.data import Split
 from vit_tutorial.train import _train_epoch, build_model, compile_for, describe_hardware, make_optimizer, select_device
 
 TRAIN_IMAGES = 45_000  # one epoch of the real recipe
 
 
-def measure(path: str, device: torch.device, config: TrainConfig, steps: int, warmup: int) -> dict:
-    model = build_model(ViTConfig(), seed=0).to(device)
+MODELS = {"vit": ViTConfig, "resnet": ResNetConfig}
+
+
+def measure(path: str, device: torch.device, config: TrainConfig, steps: int, warmup: int, model_name: str = "vit") -> dict:
+    model = build_model(MODELS[model_name](), seed=0).to(device)
     forward = compile_for(model, device) if path == "compiled" else model
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -44,6 +48,7 @@ def measure(path: str, device: torch.device, config: TrainConfig, steps: int, wa
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     return {
+        "model": model_name,
         "path": path,
         "batch_size": config.batch_size,
         "images_per_second": round(seen / seconds, 1),
@@ -56,6 +61,7 @@ def measure(path: str, device: torch.device, config: TrainConfig, steps: int, wa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", choices=sorted(MODELS), default="vit")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
@@ -68,9 +74,9 @@ def main() -> None:
     paths = ["eager", "compiled"] if device.type == "cuda" else ["eager"]
     results = []
     for path in paths:
-        result = measure(path, device, config, args.steps, args.warmup)
+        result = measure(path, device, config, args.steps, args.warmup, args.model)
         results.append(result)
-        print(f"{path:>9}: {result['images_per_second']:>10,.0f} images/s  {result['ms_per_step']:>8.2f} ms/step  "
+        print(f"{args.model} {path:>9}: {result['images_per_second']:>10,.0f} images/s  {result['ms_per_step']:>8.2f} ms/step  "
               f"epoch of {TRAIN_IMAGES:,} images ~ {result['projected_epoch_seconds']:.1f} s  (warm-up {result['warmup_seconds']} s)")  # fmt: skip
     if device.type != "cuda":
         print("compiled: skipped, torch.compile is used on CUDA only")

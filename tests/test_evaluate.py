@@ -29,3 +29,13 @@ def test_evaluate_writes_json(tmp_path):
     assert metrics["num_images"] == 30 and len(metrics["confusion_matrix"]) == 10
     path = save_metrics(metrics, tmp_path / "out" / "metrics.json")
     assert json.loads(path.read_text())["accuracy"] == metrics["accuracy"]
+
+
+def test_flop_count_matches_the_hand_count_for_a_linear_model():
+    from torch import nn
+
+    from vit_tutorial.evaluate import count_flops, inference_throughput
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    assert count_flops(model) == 2 * 3 * 32 * 32 * 10
+    assert inference_throughput(model, torch.randn(20, 3, 32, 32), batch_size=10) > 0

@@ -43,3 +43,14 @@ def test_other_figures_are_figures():
     assert len(patch_grid(split.images[0], 8).axes) == 1 + 16
     assert isinstance(matrix_figure(torch.rand(5, 5), annotate=True), Figure)
     assert len(position_similarity(torch.randn(16, 8), 4).axes) == 16 + 1
+
+
+def test_grouped_bars_and_lines_with_their_own_x():
+    from vit_tutorial.viz import bar_chart, line_plot
+
+    grouped = bar_chart({"ViT": [50.0, 60.0], "ResNet": [70.0, 80.0]}, ["cat", "dog"], title="recall")
+    ax = grouped.axes[0]
+    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_legend().get_texts()] == ["ViT", "ResNet"]
+    assert ax.patches[0].get_x() < ax.patches[2].get_x() < ax.patches[1].get_x()  # side by side within a class
+    lines = line_plot({"a": [1, 2, 3], "b": [1, 2]}, x={"a": [0, 10, 20], "b": [5, 50]})
+    assert list(lines.axes[0].lines[1].get_xdata()) == [5, 50]

@@ -79,6 +79,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
+def architecture_for(config: Any) -> str:
+    """The architecture name of a model config: 'vit', 'resnet' or 'vit_b_16'."""
+    for name, (config_class, _) in ARCHITECTURES.items():
+        if isinstance(config, config_class):
+            return name
+    raise TypeError(f"no architecture is built from a {type(config).__name__}")
+
+
 def architecture_of(payload: dict[str, Any], source: str = "checkpoint") -> str:
     """The model family a checkpoint holds: 'vit' or 'resnet'."""
     architecture = payload.get("architecture") or "vit"

@@ -1,9 +1,10 @@
-"""Test-set metrics: accuracy, per-class precision / recall / F1, and the confusion matrix."""
+"""Test-set metrics: accuracy, per-class precision / recall / F1, the confusion matrix; and a model's cost."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,32 @@ def save_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2) + "\n")
     return path
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Floating-point operations of one forward pass on one image, as torch's FlopCounterMode counts them
+    (a multiply-add is 2 FLOPs; softmax, norms and activations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    parameter = next(model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *image_shape, device=parameter.device))
+    return counter.get_total_flops()
+
+
+@torch.no_grad()
+def inference_throughput(model: nn.Module, images: torch.Tensor, *, batch_size: int = 250, repeats: int = 2) -> float:
+    """Images per second of `model` in eval mode on `images` (normalised, on the model's device); best of `repeats`."""
+    model.eval()
+    model(images[:batch_size])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size])
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return len(images) / best

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
-from .config import ResNetConfig, TrainConfig, ViTConfig
+from .checkpoint import architecture_for, architecture_of, load_checkpoint, model_from_checkpoint
+from .config import FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig
 from .errors import CheckpointError
 from .model import ViT
 
@@ -42,7 +42,7 @@ def _payload() -> dict[str, Any]:
 
 
 def find_finished_run(
-    model_config: ViTConfig | ResNetConfig, train_config: TrainConfig, runs_dir: str | Path = "runs"
+    model_config: ViTConfig | ResNetConfig | FineTuneConfig, train_config: TrainConfig, runs_dir: str | Path = "runs"
 ) -> dict[str, Any] | None:
     """A finished run trained with exactly these configs: the shipped checkpoint, else `runs_dir/*/best.pt`.
 
@@ -56,8 +56,8 @@ def find_finished_run(
         except CheckpointError:
             continue
         try:
-            same = (type(model_config).from_dict(payload["model_config"]) == model_config
-                    and isinstance(model_config, ResNetConfig) == (architecture_of(payload) == "resnet")
+            same = (architecture_of(payload) == architecture_for(model_config)
+                    and type(model_config).from_dict(payload["model_config"]) == model_config
                     and TrainConfig.from_dict(payload.get("train_config") or {}) == train_config)  # fmt: skip
         except (ValueError, TypeError, CheckpointError):
             continue  # written by another version of the configs

@@ -6,7 +6,7 @@ behind the caller's back; in Jupyter a returned figure displays itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -57,11 +57,21 @@ def class_samples(split: Split, per_class: int = 8, seed: int = 0) -> Figure:
     return figure
 
 
-def bar_chart(values: Sequence[float], labels: Sequence[str], *, title: str = "", ylabel: str = "") -> Figure:
-    figure = Figure(figsize=(7, 3), layout="constrained")
+def bar_chart(
+    values: Sequence[float] | Mapping[str, Sequence[float]], labels: Sequence[str], *, title: str = "", ylabel: str = ""
+) -> Figure:
+    """Bars over `labels`; given a mapping name -> values, one group of side-by-side bars per label."""
+    series = dict(values) if isinstance(values, Mapping) else {"": values}
+    figure = Figure(figsize=(7 + (len(series) - 1) * 1.5, 3), layout="constrained")
     ax = figure.subplots()
-    bars = ax.bar(range(len(values)), values, color="#4c72b0")
-    ax.bar_label(bars, fmt="%g", fontsize=8)
+    width = 0.8 / len(series)
+    for i, (name, row) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        bars = ax.bar([k + offset for k in range(len(row))], row, width=width, label=name or None,
+                      color=None if name else "#4c72b0")  # fmt: skip
+        ax.bar_label(bars, fmt="%g", fontsize=7 if len(series) > 1 else 8)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -151,11 +161,20 @@ def position_similarity(pos_embed: torch.Tensor, grid: int, *, title: str = "") 
     return figure
 
 
-def line_plot(series: dict[str, Sequence[float]], *, x: Sequence[float] | None = None, title: str = "", xlabel: str = "", ylabel: str = "") -> Figure:
+def line_plot(
+    series: dict[str, Sequence[float]],
+    *,
+    x: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Figure:
+    """One line per series over `x` (1, 2, ... if None); `x` may map each series name to its own x values."""
     figure = Figure(figsize=(6, 3.2), layout="constrained")
     ax = figure.subplots()
     for name, values in series.items():
-        ax.plot(x if x is not None else range(1, len(values) + 1), values, label=name)
+        xs = x[name] if isinstance(x, Mapping) else x
+        ax.plot(xs if xs is not None else range(1, len(values) + 1), values, label=name, marker="o" if len(values) < 8 else None)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
