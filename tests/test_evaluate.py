@@ -39,3 +39,14 @@ def test_flop_count_matches_the_hand_count_for_a_linear_model():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     assert count_flops(model) == 2 * 3 * 32 * 32 * 10
     assert inference_throughput(model, torch.randn(20, 3, 32, 32), batch_size=10) > 0
+
+
+def test_flop_count_of_the_vit_includes_attention_products():
+    from vit_tutorial import ViT, ViTConfig
+    from vit_tutorial.evaluate import count_flops
+
+    config = ViTConfig()
+    t, d, m, h = config.num_tokens, config.dim, config.mlp_dim, config.heads
+    per_block = t * d * 3 * d + 2 * h * t * t * (d // h) + t * d * d + 2 * t * d * m
+    macs = config.num_patches * config.patch_dim * d + config.depth * per_block + d * config.num_classes
+    assert count_flops(ViT(config)) == 2 * macs == 82_780_672

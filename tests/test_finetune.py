@@ -35,6 +35,18 @@ def test_freezing_leaves_only_the_last_blocks_trainable(model):
     optimizer = make_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-4, weight_decay=0.05))
     assert isinstance(optimizer, torch.optim.AdamW)
     assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 7_097_098
+    everything = FineTunedViT(FineTuneConfig(trainable_blocks=12))
+    assert all(p.requires_grad for p in everything.parameters())
+
+
+def test_flop_count_sees_the_attention_products():
+    from vit_tutorial.evaluate import count_flops
+
+    frozen = FineTunedViT(FineTuneConfig(trainable_blocks=0))
+    t, d, m, layers = 197, 768, 3072, 12
+    per_block = t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * m  # multiply-adds
+    macs = 196 * (16 * 16 * 3) * d + layers * per_block + d * 10
+    assert count_flops(frozen) == 2 * macs
 
 
 def test_attention_comes_from_the_real_forward_pass_as_a_14x14_grid(model):

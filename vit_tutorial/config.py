@@ -113,7 +113,7 @@ class FineTuneConfig(_Serialisable):
     """torchvision's ViT-B/16 with a new CIFAR-10 head, fed CIFAR images upsampled to 224x224."""
 
     num_classes: int = 10  # CIFAR-10; the new head replaces ImageNet's 1000 classes
-    trainable_blocks: int = 12  # train only the last N of the 12 encoder blocks (plus the final norm and the head)
+    trainable_blocks: int = 12  # train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything
 
     def __post_init__(self) -> None:
         _require(isinstance(self.num_classes, int) and self.num_classes > 0, f"num_classes must be a positive integer, got {self.num_classes!r}")

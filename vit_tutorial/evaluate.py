@@ -70,16 +70,29 @@ def save_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-@torch.no_grad()
 def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Floating-point operations of one forward pass on one image, as torch's FlopCounterMode counts them
-    (a multiply-add is 2 FLOPs; softmax, norms and activations are not counted)."""
+    (a multiply-add is 2 FLOPs; softmax, norms and activations are not counted).
+
+    Transformers run their explicit attention path here: the counter cannot see inside fused attention
+    kernels (SDPA on the CPU, torch's native multi-head attention) and would miss their products.
+    The input asks for gradients because that is what keeps `nn.MultiheadAttention` off its fused path.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .finetune import FineTunedViT, recording_attention
+    from .model import ViT
+
     model.eval()
-    parameter = next(model.parameters())
-    with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *image_shape, device=parameter.device))
+    images = torch.zeros(1, *image_shape, device=next(model.parameters()).device, requires_grad=True)
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        if isinstance(model, ViT):
+            model(images, return_attention=True)
+        elif isinstance(model, FineTunedViT):
+            with recording_attention(model):
+                model(images)
+        else:
+            model(images)
     return counter.get_total_flops()
 
 

@@ -74,10 +74,10 @@ def _new_head(width: int, num_classes: int) -> nn.Linear:
 
 
 def set_trainable_blocks(backbone: torchvision.models.VisionTransformer, blocks: int) -> None:
-    """Freeze everything except the last `blocks` encoder blocks, the final norm and the head."""
+    """Freeze everything except the last `blocks` encoder blocks, the final norm and the head; all blocks: train everything."""
     layers = list(backbone.encoder.layers)
     for param in backbone.parameters():
-        param.requires_grad = False
+        param.requires_grad = blocks >= len(layers)
     for module in [*layers[len(layers) - blocks :], backbone.encoder.ln, backbone.heads]:
         for param in module.parameters():
             param.requires_grad = True
