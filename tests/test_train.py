@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
+from vit_tutorial import pretrained
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import CIFAR10, normalize
@@ -129,8 +130,6 @@ def test_device_selection_falls_back_to_cpu():
 
 
 def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_train_config, tmp_path, monkeypatch):
-    from vit_tutorial import pretrained
-
     monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
     config = quick_train_config.replace(epochs=1)
     fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "runs" / "a", progress=False)
@@ -164,3 +163,13 @@ def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data,
     save_checkpoint(tmp_path / "last.pt", payload)
     resumed = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, resume=True, progress=False)
     assert len(resumed.history) == 2
+
+
+def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIT_TUTORIAL_RUNS", raising=False)
+    checkout = pretrained.runs_dir().parent
+    assert (checkout / "pyproject.toml").is_file() and pretrained.runs_dir().name == "runs"
+    monkeypatch.chdir(tmp_path)  # a notebook's working directory is notebooks/, not the checkout
+    assert pretrained.runs_dir() == checkout / "runs"
+    monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
+    assert pretrained.runs_dir() == tmp_path / "elsewhere"

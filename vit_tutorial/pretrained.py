@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,18 @@ from .errors import CheckpointError
 from .model import ViT
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "vit_cifar10.pt"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def runs_dir() -> Path:
+    """Where training runs live, so that notebooks (run from notebooks/) and the command line (run from the
+    checkout) find the same ones: $VIT_TUTORIAL_RUNS when set, else `runs/` in the source checkout,
+    else `runs/` in the working directory (an installed, not editable, package)."""
+    if os.environ.get("VIT_TUTORIAL_RUNS"):
+        return Path(os.environ["VIT_TUTORIAL_RUNS"])
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        return _CHECKOUT / "runs"
+    return Path("runs")
 
 
 def pretrained_available() -> bool:
@@ -42,14 +55,15 @@ def _payload() -> dict[str, Any]:
 
 
 def find_finished_run(
-    model_config: ViTConfig | ResNetConfig | FineTuneConfig, train_config: TrainConfig, runs_dir: str | Path = "runs"
+    model_config: ViTConfig | ResNetConfig | FineTuneConfig, train_config: TrainConfig, runs: str | Path | None = None
 ) -> dict[str, Any] | None:
-    """A finished run trained with exactly these configs: the shipped checkpoint, else `runs_dir/*/best.pt`.
+    """A finished run trained with exactly these configs: the shipped checkpoint, else `runs/*/best.pt`
+    (default: `runs_dir()`).
 
     Returns the checkpoint's contents (weights included), or None when no run matches.
     """
     candidates = [PRETRAINED] if pretrained_available() else []
-    candidates += sorted(Path(runs_dir).glob("*/best.pt"))
+    candidates += sorted(Path(runs if runs is not None else runs_dir()).glob("*/best.pt"))
     for path in candidates:
         try:
             payload = load_checkpoint(path)
