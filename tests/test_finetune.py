@@ -1,5 +1,7 @@
 """Fine-tuning ViT-B/16: the real model with random weights on a few images (the ImageNet weights need a network)."""
 
+import urllib.error
+
 import pytest
 import torch
 
@@ -82,6 +84,31 @@ def test_missing_weights_without_download_give_one_line_error(monkeypatch, tmp_p
     assert weights_file().parent == tmp_path / "checkpoints"
     with pytest.raises(WeightsUnavailableError, match="not at .*allow the download"):
         load_imagenet_weights(FineTunedViT(), download=False)
+
+
+def test_a_failed_download_leaves_nothing_behind(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailableError, match="could not get .* run on a connected machine") as error:
+        load_imagenet_weights(FineTunedViT())
+    assert "\n" not in str(error.value) and not any((tmp_path / "checkpoints").iterdir())
+    assert "downloading vit_b_16" in capsys.readouterr().err
+
+
+def test_cached_weights_load_into_the_backbone_and_a_damaged_file_says_so(monkeypatch, tmp_path, model):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights_file().parent.mkdir(parents=True)
+    weights_file().write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="is damaged .* delete it"):
+        load_imagenet_weights(FineTunedViT())
+    torch.save(model.backbone.state_dict(), weights_file())  # stands in for the ImageNet file: same keys and shapes
+    loaded = load_imagenet_weights(FineTunedViT(), download=False)
+    assert torch.equal(loaded.backbone.encoder.layers[5].mlp[0].weight, model.backbone.encoder.layers[5].mlp[0].weight)
+    assert not torch.equal(loaded.backbone.heads.head.weight, model.backbone.heads.head.weight)  # the head stays new
 
 
 def test_trainable_blocks_must_be_in_range():

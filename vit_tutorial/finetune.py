@@ -13,6 +13,8 @@ random weights still runs every code path, which is what the quick mode and the 
 
 from __future__ import annotations
 
+import pickle
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,28 +95,41 @@ def weights_available() -> bool:
     return weights_file().is_file()
 
 
-def load_imagenet_weights(model: FineTunedViT, *, download: bool = True) -> FineTunedViT:
+def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progress: bool = True) -> FineTunedViT:
     """Copy the ImageNet-pretrained ViT-B/16 into `model`'s backbone (all but the new head).
 
     Raises:
-        WeightsUnavailableError: the weights are not cached and cannot be downloaded.
+        WeightsUnavailableError: the weights are not cached and cannot be downloaded, or the cached file is damaged.
     """
     where = weights_file()
     if not download and not where.is_file():
         raise WeightsUnavailableError(f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there")
+    if not where.is_file():
+        print(f"downloading {where.name} (330 MB, once) into torch's hub cache", file=sys.stderr, flush=True)
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            # Written to a temporary file and checked against the hash in its name before it is moved into
+            # place, so an interrupted or corrupted download leaves nothing behind.
+            torch.hub.download_url_to_file(WEIGHTS.url, str(where), hash_prefix=where.stem.split("-")[-1], progress=progress)
+        except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError; a bad hash a RuntimeError
+            raise WeightsUnavailableError(
+                f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({_first_line(error)}); "
+                f"run on a connected machine, or copy {where.name} to {where.parent}"
+            ) from None
     try:
-        state = WEIGHTS.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise WeightsUnavailableError(
-            f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({reason}); "
-            f"run on a connected machine, or copy {where.name} to {where.parent}"
-        ) from None
+        state = torch.load(where, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise WeightsUnavailableError(f"{where} is damaged ({_first_line(error)}); delete it and run again to download it afresh") from None
     state = {key: value for key, value in state.items() if not key.startswith("heads.")}
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("heads.") for key in missing):
         raise WeightsUnavailableError(f"{where.name} does not fit torchvision's vit_b_16 (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:120] if text else type(error).__name__
 
 
 @contextmanager
