@@ -9,8 +9,6 @@ its numbers traced from the file alone.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import FineTuneConfig, ResNetConfig, ViTConfig
-from .errors import CheckpointError
+from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line
 from .finetune import FineTunedViT
 from .model import ViT
 from .resnet import ResNet
@@ -64,10 +62,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except UNREADABLE_FILE_ERRORS as error:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: {reason[:160]}); "
+            f"{path} is not a readable checkpoint (truncated or corrupt: {first_line(error, 160)}); "
             f"re-run training or use another checkpoint"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -102,8 +99,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -
         model = model_class(config_class.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (ValueError, TypeError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{source} does not match its model configuration ({first[:200]})") from None
+        raise CheckpointError(f"{source} does not match its model configuration ({first_line(error, 200)})") from None
     return model
 
 

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig
-from .errors import VitTutorialError
+from .errors import VitTutorialError, first_line
 
 RUNS = Path("runs")
 MODELS = ("vit", "resnet")
@@ -223,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     except (VitTutorialError, ValueError) as error:
         if os.environ.get("VIT_TUTORIAL_DEBUG"):
             raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"vit-tutorial {args.command}: error: {message}", file=sys.stderr)
+        print(f"vit-tutorial {args.command}: error: {first_line(error)}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .augment import augment_batch
-from .errors import DataNotFoundError, VitTutorialError
+from .errors import DataNotFoundError, VitTutorialError, first_line
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -206,9 +206,8 @@ def _load_torchvision(root: Path, download: bool):
         train = TorchvisionCIFAR10(str(root), train=True, download=download)
         test = TorchvisionCIFAR10(str(root), train=False, download=download)
     except (OSError, RuntimeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataNotFoundError(
-            f"could not get CIFAR-10 through torchvision into {root} ({reason}); check the network, "
+            f"could not get CIFAR-10 through torchvision into {root} ({first_line(error)}); check the network, "
             f"or point {DATA_ENV} at an image-folder copy (train/<class>/*, test/<class>/*)"
         ) from None
     provenance = {"source": "torchvision", "root": str(root), "description": "CIFAR-10, original (torchvision)"}

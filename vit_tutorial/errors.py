@@ -4,6 +4,20 @@ Every message is a single line that says what was expected, what came, and what 
 so the command line can print it as it is.
 """
 
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+# What torch.load raises for a missing, truncated or corrupt file.
+UNREADABLE_FILE_ERRORS = (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError)
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message (at most `limit` characters), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
 
 class VitTutorialError(Exception):
     """Bad input a user can fix: missing data, a corrupt checkpoint, an unreadable image."""

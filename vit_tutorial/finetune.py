@@ -13,7 +13,6 @@ random weights still runs every code path, which is what the quick mode and the 
 
 from __future__ import annotations
 
-import pickle
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from torch import nn
 
 from .config import FineTuneConfig, TrainConfig
 from .data import denormalize
-from .errors import WeightsUnavailableError
+from .errors import UNREADABLE_FILE_ERRORS, WeightsUnavailableError, first_line
 
 WEIGHTS = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1
 IMAGE_SIZE = 224  # the resolution the ImageNet weights (and their position embeddings) were trained at
@@ -102,9 +101,9 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
         WeightsUnavailableError: the weights are not cached and cannot be downloaded, or the cached file is damaged.
     """
     where = weights_file()
-    if not download and not where.is_file():
-        raise WeightsUnavailableError(f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there")
     if not where.is_file():
+        if not download:
+            raise WeightsUnavailableError(f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there")
         print(f"downloading {where.name} (330 MB, once) into torch's hub cache", file=sys.stderr, flush=True)
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
@@ -113,23 +112,18 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
             torch.hub.download_url_to_file(WEIGHTS.url, str(where), hash_prefix=where.stem.split("-")[-1], progress=progress)
         except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError; a bad hash a RuntimeError
             raise WeightsUnavailableError(
-                f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({_first_line(error)}); "
+                f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({first_line(error, 120)}); "
                 f"run on a connected machine, or copy {where.name} to {where.parent}"
             ) from None
     try:
         state = torch.load(where, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        raise WeightsUnavailableError(f"{where} is damaged ({_first_line(error)}); delete it and run again to download it afresh") from None
+    except UNREADABLE_FILE_ERRORS as error:
+        raise WeightsUnavailableError(f"{where} is damaged ({first_line(error, 120)}); delete it and run again to download it afresh") from None
     state = {key: value for key, value in state.items() if not key.startswith("heads.")}
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("heads.") for key in missing):
         raise WeightsUnavailableError(f"{where.name} does not fit torchvision's vit_b_16 (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:120] if text else type(error).__name__
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ResNetConfig, TrainConfig, ViTConfig
 from .augment import mix_batch
 from .data import CIFAR10, CLASSES, Split, batches
-from .errors import CheckpointError, TrainingDivergedError
+from .errors import CheckpointError, TrainingDivergedError, first_line
 from .model import ViT
 from .resnet import ResNet
 
@@ -297,7 +297,7 @@ def _restore(out_dir, model, optimizer, scheduler, config, default_state) -> dic
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
     except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path} cannot be resumed ({str(error).splitlines()[0][:160]}); use a new --out") from None
+        raise CheckpointError(f"{path} cannot be resumed ({first_line(error, 160)}); use a new --out") from None
     return {key: payload.get(key, value) for key, value in default_state.items()}
 
 
