@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
-from vit_tutorial import pretrained
+from vit_tutorial import TrainConfig, TrainingDivergedError, ViT, pretrained
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import CIFAR10, normalize

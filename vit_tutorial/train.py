@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import mix_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ResNetConfig, TrainConfig, ViTConfig
-from .augment import mix_batch
 from .data import CIFAR10, CLASSES, Split, batches
 from .errors import CheckpointError, TrainingDivergedError, first_line
 from .model import ViT
