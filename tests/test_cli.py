@@ -62,7 +62,7 @@ def test_resnet_baseline_and_fine_tuning_commands(workspace):
     shaped = run("train", "--model", "resnet", "--dim", "64", env=env)
     assert shaped.returncode == 2 and "--dim: ViT options" in shaped.stderr
 
-    tuned = run("finetune", "--weights", "random", "--trainable-blocks", "0", "--subset", "4",
+    tuned = run("finetune", "--weights", "random", "--trainable-blocks", "0", "--subset", "10",
                 "--out", str(root / "tuned"), *common, env=env)  # fmt: skip
     assert tuned.returncode == 0, tuned.stderr
     assert "random weights" in tuned.stderr

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_tutorial import TrainConfig, TrainingDivergedError, ViT, pretrained
+from vit_tutorial import CheckpointError, TrainConfig, TrainingDivergedError, ViT, pretrained
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import CIFAR10, normalize
@@ -99,25 +99,71 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
 
 def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
     fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
-    with pytest.raises(Exception, match="another training configuration"):
-        fit(build_model(TINY), fake_data, quick_train_config.replace(lr=0.5), device="cpu", out_dir=tmp_path, resume=True, progress=False)
-    with pytest.raises(Exception, match="nothing to resume"):
+    with pytest.raises(CheckpointError, match="another training configuration"):
+        fit(build_model(TINY), fake_data, quick_train_config.replace(momentum=0.5), device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
         fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "empty", resume=True, progress=False)
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(fake_data, tmp_path):
-    config = TrainConfig(epochs=3, batch_size=50, warmup_epochs=0, val_size=60, grad_clip=0.0)
+def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quick_train_config, tmp_path, monkeypatch):
+    real_validate, calls = train_module.validate, []
+
+    def validate_then_nan(*args, **kwargs):
+        calls.append(1)
+        loss, accuracy = real_validate(*args, **kwargs)
+        return (math.nan if len(calls) == 2 else loss), accuracy
+
+    monkeypatch.setattr(train_module, "validate", validate_then_nan)
+    with pytest.raises(TrainingDivergedError, match=r"val loss became nan in epoch 2; .*last good epoch \(1\); .*--resume"):
+        fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path, progress=False)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert not (tmp_path / "best.pt").exists()
+
+
+def test_divergence_in_the_first_epoch_says_nothing_was_saved(fake_data, quick_train_config, tmp_path):
     model = build_model(TINY)
-    fit(model, fake_data, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
-    good = load_checkpoint(tmp_path / "last.pt")
-    poisoned = CIFAR10(fake_data.train, fake_data.val, fake_data.test, fake_data.provenance)
     with torch.no_grad():
         model.head.weight.fill_(math.inf)
-    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
-        fit(model, poisoned, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
-    kept = load_checkpoint(tmp_path / "last.pt")
-    assert kept["epoch"] == good["epoch"]
-    torch.testing.assert_close(kept["model"]["head.weight"], good["model"]["head.weight"])
+    with pytest.raises(TrainingDivergedError, match="no epoch finished, so no checkpoint was written"):
+        fit(model, fake_data, quick_train_config.replace(grad_clip=0.0), device="cpu", out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()
+    with pytest.raises(TrainingDivergedError, match="nothing was being saved"):
+        fit(model, fake_data, quick_train_config.replace(grad_clip=0.0), device="cpu", progress=False)
+
+
+def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_train_config, tmp_path):
+    fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    payload = load_checkpoint(tmp_path / "last.pt")
+    payload["train_config"]["epochs"] = 3  # as if the run had been cut off after its first of three epochs
+    from vit_tutorial.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "last.pt", payload)
+    lower = quick_train_config.replace(lr=0.01)
+    result = fit(build_model(TINY), fake_data, lower, device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    assert result.info["config_changes"] == [{"from_epoch": 2, "lr": [quick_train_config.lr, 0.01]}]
+    assert result.history[1]["lr"] <= 0.01 and result.history[0]["lr"] > result.history[1]["lr"]
+    assert load_checkpoint(tmp_path / "best.pt")["config_changes"] == result.info["config_changes"]
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwritten(fake_data, quick_train_config, tmp_path):
+    config = quick_train_config.replace(epochs=1)
+    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    (tmp_path / "metrics.json").write_text("{}")
+    before = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"already holds a run \(last.pt, best.pt, metrics.json\); add --resume"):
+        fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    assert (tmp_path / "best.pt").read_bytes() == before
+    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, overwrite=True, progress=False)
+    assert not (tmp_path / "metrics.json").exists()  # the old run's metrics went with it
+
+
+def test_resume_refuses_other_data(fake_data, quick_train_config, tmp_path):
+    fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    (tmp_path / "run" / "best.pt").unlink()  # as if interrupted
+    smaller = fake_data.subset(100, 30, 30)
+    with pytest.raises(CheckpointError, match="trained on other data .*subset"):
+        fit(build_model(TINY), smaller, quick_train_config, device="cpu", out_dir=tmp_path / "run", resume=True, progress=False)
 
 
 def test_device_selection_falls_back_to_cpu():

@@ -86,7 +86,7 @@ def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,finetune,evaluate,predict}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sweep,finetune,evaluate,predict}")
 
     train = commands.add_parser("train", help="train a ViT (or the ResNet baseline) with early stopping",
                                 description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.")  # fmt: skip
@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(train, f"{RUNS}/MODEL")
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
+
+    sweep = commands.add_parser(
+        "sweep", help="train a grid of recipes side by side and rank them by validation accuracy",
+        description="Train every recipe of a TOML grid ([base] and [recipes.NAME] tables of TrainConfig / ViTConfig "
+                    "settings) in worker processes, then write OUT/results.json, OUT/results.md and OUT/winner.pt. "
+                    "Re-running skips finished recipes and resumes interrupted ones; the test set is not used.",
+    )  # fmt: skip
+    sweep.add_argument("grid", type=Path, metavar="GRID", help="the grid file, e.g. grids/gpu-first.toml")
+    sweep.add_argument("--out", type=Path, required=True, help="folder for the recipes' run folders and the results")
+    sweep.add_argument("--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)")
+    sweep.add_argument("--compile", action="store_true", help="train through torch.compile and CUDA graphs on CUDA")
+    _add_data_options(sweep)
 
     from .finetune import FINETUNE_RECIPE
 
@@ -123,12 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_data(args: argparse.Namespace, val_size: int, seed: int):
-    from .data import load_cifar10
+    from .data import load_data
 
-    data = load_cifar10(args.data, val_size=val_size, seed=seed, download=args.download)
-    if args.subset:
-        data = data.subset(args.subset, max(args.subset // 5, 1), max(args.subset // 5, 1), seed)
-    return data
+    return load_data(args.data, val_size=val_size, seed=seed, download=args.download, subset=args.subset)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -184,6 +193,18 @@ def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) 
           f"test accuracy {metrics['accuracy']:.4f}; wrote {args.out}/best.pt, history.json, metrics.json")  # fmt: skip
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from .sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(device=args.device, data=args.data, download=args.download, subset=args.subset, compile=args.compile)
+    rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options)
+    print((args.out / "results.md").read_text(), end="")
+    failed = [row["recipe"] for row in rows if row["status"] != "finished"]
+    print(f"wrote {args.out}/results.json, results.md" + (", winner.pt" if len(failed) < len(rows) else ""))
+    if failed:
+        raise VitTutorialError(f"{len(failed)} of {len(rows)} recipes failed ({', '.join(failed)}); their {args.out}/NAME/log.txt say why")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
     from .evaluate import evaluate, save_metrics
@@ -217,7 +238,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": _train, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[args.command]
+    command = {"train": _train, "sweep": _sweep, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[args.command]
     try:
         command(args)
     except (VitTutorialError, ValueError) as error:

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Augmentation = Literal["none", "flip-crop", "flip-crop-cutout"]
+Augmentation = Literal["none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment"]
 Schedule = Literal["cosine", "constant"]
 Optimizer = Literal["sgd", "adamw"]
 
-AUGMENTATIONS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout")
+AUGMENTATIONS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
@@ -139,21 +139,31 @@ class TrainConfig(_Serialisable):
     val_size: int = 5000  # images held out of the 50,000 training images for validation
     seed: int = 0  # seeds the split, the initial weights, shuffling and augmentation
     augment: Augmentation = "flip-crop"  # train-time augmentation, see vit_tutorial.augment
+    randaugment_n: int = 2  # randaugment: operations applied to each image in a row
+    randaugment_m: int = 9  # randaugment: magnitude level of every operation, 0..30
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of each image; 0 turns it off
     mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 turns it off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup too: half the batches each)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, used for validation and saving; 0 turns it off
     optimizer: Optimizer = "sgd"  # sgd (momentum, nesterov) or adamw (fine-tuning)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_epochs", "patience", "val_size", "seed"):
+        for name in ("warmup_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
         for name in ("lr", "momentum", "weight_decay", "grad_clip", "mixup", "cutmix"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        _require(0.0 <= self.random_erasing <= 1.0, f"random_erasing is a probability in [0, 1], got {self.random_erasing!r}")
+        _require(0.0 <= self.ema < 1.0, f"ema is a decay in [0, 1) (0.999 is typical, 0 turns it off), got {self.ema!r}")
+        _require(
+            isinstance(self.randaugment_m, int) and 0 <= self.randaugment_m <= 30,
+            f"randaugment_m is a magnitude level from 0 to 30, got {self.randaugment_m!r}",
+        )
         _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _require(self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")

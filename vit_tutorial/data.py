@@ -128,6 +128,30 @@ def load_cifar10(
     )
 
 
+MIN_SUBSET = 10  # one image per class, and two for validation and test: the least a quick run can report on
+
+
+def load_data(
+    root: str | os.PathLike | None = None, *, val_size: int = 5000, seed: int = 0, download: bool = False,
+    subset: int | None = None,
+) -> CIFAR10:  # fmt: skip
+    """`load_cifar10`, then, for a quick run, `subset` training images and `subset // 5` validation and test images.
+
+    Raises:
+        ValueError: a subset below MIN_SUBSET or above the training split (it would not be a subset).
+    """
+    if subset is not None and not isinstance(subset, int):
+        raise ValueError(f"subset must be a whole number of training images, got {subset!r}")
+    if subset is not None and subset < MIN_SUBSET:
+        raise ValueError(f"subset must be at least {MIN_SUBSET} training images (it sets {MIN_SUBSET // 5} for validation), got {subset}")
+    data = load_cifar10(root, val_size=val_size, seed=seed, download=download)
+    if subset is None:
+        return data
+    if subset > len(data.train):
+        raise ValueError(f"subset {subset} is more than the {len(data.train)} training images; leave --subset out to use them all")
+    return data.subset(subset, subset // 5, subset // 5, seed)
+
+
 def _is_image_folder(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "test").is_dir()
 
@@ -247,10 +271,12 @@ def batches(
     augment: str = "none",
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    **augment_options: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield normalised float batches (B, 3, 32, 32) and labels (B,) on `device`.
 
-    Shuffling and augmentation draw from `generator`, which must live on the split's device.
+    Shuffling and augmentation draw from `generator`, which must live on the split's device;
+    `augment_options` (randaugment_n, randaugment_m) go to `augment_batch`.
     """
     n = len(split)
     if (shuffle or augment != "none") and generator is None:
@@ -264,5 +290,5 @@ def batches(
             index = order[start : start + batch_size]
             images, labels = split.images[index], split.labels[index]
         if augment != "none":
-            images = augment_batch(images, augment, generator)
+            images = augment_batch(images, augment, generator, **augment_options)
         yield normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)

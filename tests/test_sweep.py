@@ -1,0 +1,92 @@
+"""The sweep command end to end on a tiny generated image folder, and its grid checks."""
+
+import json
+
+import pytest
+
+from vit_tutorial.sweep import GridError, load_grid
+
+from .conftest import write_image_folder
+from .test_cli import run
+
+GRID = """
+[base]
+dim = 16
+depth = 2
+heads = 2
+mlp_dim = 32
+epochs = 2
+warmup_epochs = 1
+batch_size = 10
+val_size = 10
+
+[recipes.light]
+augment = "flip-crop"
+
+[recipes.heavy]
+augment = "trivialaugment"
+mixup = 0.8
+cutmix = 1.0
+random_erasing = 0.25
+ema = 0.9
+
+[recipes.diverges]
+lr = 1e12
+grad_clip = 0.0
+"""
+
+
+def test_sweep_trains_ranks_reports_failures_and_skips_finished_recipes(tmp_path, monkeypatch):
+    import os
+
+    write_image_folder(tmp_path / "cifar", per_class=6)
+    env = {**os.environ, "VIT_TUTORIAL_CACHE": str(tmp_path / "cache"), "VIT_TUTORIAL_DATA": str(tmp_path / "cifar")}
+    (tmp_path / "grid.toml").write_text(GRID)
+    out = tmp_path / "sweep"
+    first = run("sweep", str(tmp_path / "grid.toml"), "--out", str(out), "--parallel", "2", env=env)
+    assert first.returncode == 2 and "1 of 3 recipes failed (diverges)" in first.stderr, first.stderr
+    rows = json.loads((out / "results.json").read_text())["recipes"]
+    assert [r["recipe"] for r in rows[:2]] in (["light", "heavy"], ["heavy", "light"])
+    assert rows[0]["best_val_accuracy"] >= rows[1]["best_val_accuracy"]
+    assert rows[2]["recipe"] == "diverges" and rows[2]["status"] == "failed" and "loss became" in rows[2]["error"]
+    heavy = next(r for r in rows if r["recipe"] == "heavy")
+    assert heavy["train_config"]["augment"] == "trivialaugment" and heavy["model_config"]["dim"] == 16
+    assert len(heavy["history"]) == 2 and heavy["images_per_second"] > 0 and heavy["epochs_run"] == 2
+    assert heavy["overrides"] == {"augment": "trivialaugment", "mixup": 0.8, "cutmix": 1.0, "random_erasing": 0.25, "ema": 0.9}
+    table = (out / "results.md").read_text()
+    assert table.index("| 3 | diverges | failed:") > table.index("| 1 |") and "ema=0.9" in table
+    assert (out / "winner.pt").read_bytes() == (out / rows[0]["recipe"] / "best.pt").read_bytes()
+    assert not (out / "light" / "metrics.json").exists()  # the sweep never evaluates on the test set
+
+    stamp = (out / "light" / "best.pt").stat().st_mtime_ns
+    again = run("sweep", str(tmp_path / "grid.toml"), "--out", str(out), env=env)
+    assert "light: finished earlier, skipped" in again.stdout and "heavy: finished earlier, skipped" in again.stdout
+    assert (out / "light" / "best.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[base]\nepochs = 2\n", r"needs a \[base\] table and one or more \[recipes.NAME\]"),
+        ("[recipes.a]\nlearning_rate = 0.1\n", r"\[recipes.a\]: unknown setting\(s\) \['learning_rate'\]"),
+        ("[recipes.a]\nlr = -1.0\n", r"\[recipes.a\]: TrainConfig.lr must be >= 0"),
+        ("[recipes.a]\nmodel = 'cnn'\n", "model must be one of"),
+        ('[recipes."a/b"]\nlr = 0.1\n', "becomes a folder name"),
+        ("[recipes.a]\nlr = \n", "is not valid TOML"),
+        ("[recipes.a]\nmodel = 'resnet'\ndim = 64\n", r"unknown setting\(s\) \['dim'\]"),
+    ],
+)
+def test_grid_mistakes_are_named(tmp_path, text, message):
+    (tmp_path / "grid.toml").write_text(text)
+    with pytest.raises(GridError, match=message):
+        load_grid(tmp_path / "grid.toml")
+
+
+def test_the_shipped_grids_are_valid():
+    from pathlib import Path
+
+    grids = sorted((Path(__file__).parent.parent / "grids").glob("*.toml"))
+    assert grids
+    for grid in grids:
+        recipes = load_grid(grid)
+        assert len({r.name for r in recipes}) == len(recipes) >= 2
