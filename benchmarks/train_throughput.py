@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from vit_tutorial import ResNetConfig, TrainConfig, ViTConfig
+from vit_tutorial import TrainConfig
 from vit_tutorial.data import Split
+from vit_tutorial.registry import FROM_SCRATCH, build_model, spec_named
 from vit_tutorial.train import (
     EMA,
     TrainStep,
     _train_epoch,
-    build_model,
     compile_for,
     describe_hardware,
     make_optimizer,
@@ -36,11 +36,10 @@ from vit_tutorial.train import (
 )
 
 TRAIN_IMAGES = 45_000  # one epoch of the real recipe
-MODELS = {"vit": ViTConfig, "resnet": ResNetConfig}
 
 
 def make_step(path: str, device: torch.device, config: TrainConfig, model_name: str) -> TrainStep:
-    model = build_model(MODELS[model_name](), seed=0).to(device)
+    model = build_model(spec_named(model_name).config_class(), seed=0).to(device)
     graph = path == "compiled" and device.type == "cuda"
     forward = compile_for(model, device) if path == "compiled" else model
     ema = EMA(model, config.ema) if config.ema > 0 else None
@@ -99,7 +98,7 @@ def _row(path, what, config, seen, seconds, steps, warmup_seconds) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", choices=sorted(MODELS), default="vit")
+    parser.add_argument("--model", choices=FROM_SCRATCH, default="vit")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 256 1024 on CUDA, 256 elsewhere")
     parser.add_argument("--images", type=int, default=TRAIN_IMAGES, help="images in the timed epoch (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=50, help="timed steps of the step-only measurement")

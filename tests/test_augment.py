@@ -20,7 +20,8 @@ from vit_tutorial.augment import (
     random_erasing,
     trivial_augment,
 )
-from vit_tutorial.train import EMA, TrainStep, build_model, fit, make_optimizer
+from vit_tutorial.registry import build_model
+from vit_tutorial.train import EMA, TrainStep, fit, make_optimizer
 
 from .conftest import TINY, make_split
 

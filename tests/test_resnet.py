@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from vit_tutorial import ResNet, ResNetConfig, TrainConfig, ViTConfig, count_parameters
+from vit_tutorial import ResNet, ResNetConfig, TrainConfig, ViT, ViTConfig, count_parameters
 from vit_tutorial.checkpoint import load_model, save_checkpoint
 from vit_tutorial.errors import CheckpointError
-from vit_tutorial.pretrained import find_finished_run
-from vit_tutorial.train import build_model, fit
+from vit_tutorial.runs import find_finished_run
+from vit_tutorial.registry import architecture_of, build_model
+from vit_tutorial.train import fit
 
 
 def test_cifar_stem_keeps_full_resolution_and_pins_parameter_count():
@@ -25,7 +26,8 @@ def test_wrong_input_shape_is_named():
 
 def test_build_model_picks_the_architecture_from_the_config(tiny_config):
     assert isinstance(build_model(ResNetConfig()), ResNet)
-    assert build_model(tiny_config).architecture == "vit"
+    assert isinstance(build_model(tiny_config), ViT)
+    assert architecture_of(build_model(ResNetConfig())) == "resnet" and architecture_of(build_model(tiny_config)) == "vit"
 
 
 def test_shared_trainer_learns_and_checkpoint_rebuilds_a_resnet(fake_data, tmp_path):

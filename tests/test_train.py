@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_tutorial import CheckpointError, TrainConfig, TrainingDivergedError, ViT, pretrained
+from vit_tutorial import CheckpointError, TrainConfig, TrainingDivergedError, ViT, pretrained, runs
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import CIFAR10, normalize
-from vit_tutorial.train import build_model, fit, lr_factor, make_optimizer, select_device
+from vit_tutorial.registry import build_model
+from vit_tutorial.train import fit, lr_factor, make_optimizer, select_device
 
 from .conftest import TINY, make_split
 
@@ -178,10 +179,10 @@ def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_tr
     monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
     config = quick_train_config.replace(epochs=1)
     fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "runs" / "a", progress=False)
-    found = pretrained.find_finished_run(TINY, config, tmp_path / "runs")
+    found = runs.find_finished_run(TINY, config, tmp_path / "runs")
     assert found is not None and found["path"].endswith("best.pt") and len(found["history"]) == 1
-    assert pretrained.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
-    assert pretrained.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
+    assert runs.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
+    assert runs.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
 
 
 def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_train_config):
@@ -212,9 +213,9 @@ def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data,
 
 def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, monkeypatch):
     monkeypatch.delenv("VIT_TUTORIAL_RUNS", raising=False)
-    checkout = pretrained.runs_dir().parent
-    assert (checkout / "pyproject.toml").is_file() and pretrained.runs_dir().name == "runs"
+    checkout = runs.runs_dir().parent
+    assert (checkout / "pyproject.toml").is_file() and runs.runs_dir().name == "runs"
     monkeypatch.chdir(tmp_path)  # a notebook's working directory is notebooks/, not the checkout
-    assert pretrained.runs_dir() == checkout / "runs"
+    assert runs.runs_dir() == checkout / "runs"
     monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
-    assert pretrained.runs_dir() == tmp_path / "elsewhere"
+    assert runs.runs_dir() == tmp_path / "elsewhere"

@@ -1,13 +1,16 @@
-"""Checkpoints: written atomically, loaded without executing pickled code.
+"""Checkpoints: written atomically, checksummed, loaded without executing pickled code, checked against a schema.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with `torch.save`
 and read back with `torch.load(..., weights_only=True)`, which refuses anything else. It carries both
 configs, the history, the data provenance and the package version, so a model can be rebuilt and
-its numbers traced from the file alone.
+its numbers traced from the file alone. A SHA-256 digest of its whole content, written at save time,
+is checked at load time, so damaged bytes are refused instead of used; files written before the digest
+existed still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,51 +18,84 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import FineTuneConfig, ResNetConfig, ViTConfig
+from ._version import __version__
+from .data import CLASSES
 from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line
-from .finetune import FineTunedViT
-from .model import ViT
-from .resnet import ResNet
+from .registry import MODELS, spec_named
 
 FORMAT = "vit_tutorial.checkpoint/1"
+CHECKSUM = "content_sha256"
 REQUIRED_KEYS = ("format", "version", "model_config", "model")
-ARCHITECTURES = {  # checkpoints written before 0.2 hold no architecture: they are all "vit"
-    "vit": (ViTConfig, ViT),
-    "resnet": (ResNetConfig, ResNet),
-    "vit_b_16": (FineTuneConfig, FineTunedViT),
-}
-
-
-def package_version() -> str:
-    from . import __version__
-
-    return __version__
+SCHEMA: dict[str, tuple[type, ...]] = {  # the type of every field a checkpoint of this package may hold
+    "format": (str,), "version": (str,), "architecture": (str, type(None)), "model_config": (dict,), "model": (dict,),
+    "train_config": (dict, type(None)), "history": (list,), "best_epoch": (int,), "epoch": (int,), "epochs_run": (int,),
+    "bad_epochs": (int,), "best_val_accuracy": (float, int), "wall_seconds": (float, int), "provenance": (dict,),
+    "hardware": (str,), "stopped_early": (bool,), "note": (str,), "test_metrics": (dict,), "optimizer": (dict,),
+    "scheduler": (dict,), "ema": (dict,), "best_model": (dict,), "config_changes": (list,), CHECKSUM: (str,),
+}  # fmt: skip
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write `payload` (plus format and version) to `path` atomically: a crash leaves the old file intact."""
+    """Write `payload` (plus format, version and checksum) to `path` atomically: a crash or Ctrl-C while
+    writing leaves the old file intact and no partial file behind.
+
+    Raises:
+        CheckpointError: the file cannot be written (a folder in the way, no permission, a full disk).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        torch.save({"format": FORMAT, "version": package_version(), **payload}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    content = {"format": FORMAT, "version": __version__, **payload}
+    content[CHECKSUM] = content_digest(content)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            torch.save(content, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        raise CheckpointError(f"cannot write the checkpoint {path} ({error.strerror or first_line(error)}); "
+                              f"choose another --out or free some space") from None  # fmt: skip
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
+def content_digest(content: dict[str, Any]) -> str:
+    """SHA-256 of everything in `content` but the checksum itself: every tensor's dtype, shape and bytes,
+    and every other value's repr, walked in order."""
+    digest = hashlib.sha256()
+
+    def feed(where: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}:{tensor.dtype}:{tuple(value.shape)}:".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                feed(f"{where}/{key!r}", item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                feed(f"{where}[{i}]", item)
+        else:
+            digest.update(f"{where}={value!r};".encode())
+
+    for key, value in content.items():
+        if key != CHECKSUM:
+            feed(key, value)
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`.
+    """Read a checkpoint written by `save_checkpoint`, refusing anything damaged or malformed.
 
     Raises:
-        CheckpointError: one line, if the file is missing, truncated, corrupt, or not a vit_tutorial checkpoint.
+        CheckpointError: one line, if the file is missing, truncated, corrupt, damaged (checksum), not a
+            vit_tutorial checkpoint, or holds fields of the wrong type.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint at {path}: train one with `python -m vit_tutorial train` or pass --checkpoint PATH"
-        )
+        raise CheckpointError(f"no checkpoint at {path}: train one with `python -m vit_tutorial train` or pass --checkpoint PATH")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except UNREADABLE_FILE_ERRORS as error:
@@ -70,33 +106,51 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a vit_tutorial checkpoint (expected format {FORMAT!r}, found {found!r})")
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path} lacks {missing}; it is incomplete, re-run training to write a new one")
+    if CHECKSUM in payload and payload[CHECKSUM] != content_digest(payload):
+        raise CheckpointError(f"{path} is damaged: its content does not match the checksum written with it; "
+                              f"re-run training or use another copy")  # fmt: skip
+    check_schema(payload, str(path))
     return payload
 
 
-def architecture_for(config: Any) -> str:
-    """The architecture name of a model config: 'vit', 'resnet' or 'vit_b_16'."""
-    for name, (config_class, _) in ARCHITECTURES.items():
-        if isinstance(config, config_class):
-            return name
-    raise TypeError(f"no architecture is built from a {type(config).__name__}")
+def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
+    """Required fields present, every known field of its type, weights all tensors, a CIFAR-10 model config."""
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{source} lacks {missing}; it is incomplete, re-run training to write a new one")
+    for key, types in SCHEMA.items():
+        value = payload.get(key, types[0]())
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # True is an int too
+            expected = " or ".join(t.__name__ for t in types)
+            raise CheckpointError(f"{source}: field {key!r} should be {expected}, found {type(value).__name__}; "
+                                  f"the file is damaged or was not written by vit_tutorial")  # fmt: skip
+    for key in ("model", "best_model", "ema"):
+        bad = [name for name, value in payload.get(key, {}).items() if not isinstance(value, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{source}: {key} entry {bad[0]!r} is not a tensor; the file is damaged")
+    architecture = stored_architecture(payload, source)
+    try:
+        config = MODELS[architecture].config_class.from_dict(payload["model_config"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{source}: its model configuration is invalid ({first_line(error, 200)})") from None
+    if config.num_classes != len(CLASSES):
+        raise CheckpointError(f"{source} holds a {config.num_classes}-class model; this package's models classify the "
+                              f"{len(CLASSES)} CIFAR-10 classes")  # fmt: skip
 
 
-def architecture_of(payload: dict[str, Any], source: str = "checkpoint") -> str:
-    """The model family a checkpoint holds: 'vit' or 'resnet'."""
+def stored_architecture(payload: dict[str, Any], source: str = "checkpoint") -> str:
+    """The model a checkpoint holds, by its registry name ('vit' for files written before the field existed)."""
     architecture = payload.get("architecture") or "vit"
-    if architecture not in ARCHITECTURES:
-        raise CheckpointError(f"{source} holds a {architecture!r} model; this package rebuilds {sorted(ARCHITECTURES)}")
+    if architecture not in MODELS:
+        raise CheckpointError(f"{source} holds a {architecture!r} model; this package rebuilds {sorted(MODELS)}")
     return architecture
 
 
 def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights; raises CheckpointError on a mismatch."""
-    config_class, model_class = ARCHITECTURES[architecture_of(payload, source)]
+    spec = spec_named(stored_architecture(payload, source))
     try:
-        model = model_class(config_class.from_dict(payload["model_config"]))
+        model = spec.model_class()(spec.config_class.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (ValueError, TypeError, RuntimeError) as error:
         raise CheckpointError(f"{source} does not match its model configuration ({first_line(error, 200)})") from None
@@ -107,4 +161,3 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     """The model stored at `path`, in eval mode on `device`."""
     model = model_from_checkpoint(load_checkpoint(path), source=str(path))
     return model.to(device).eval()
-

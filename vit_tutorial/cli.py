@@ -18,9 +18,8 @@ from pathlib import Path
 
 from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig
 from .errors import VitTutorialError, first_line
+from .registry import FROM_SCRATCH, MODELS
 
-RUNS = Path("runs")
-MODELS = ("vit", "resnet")
 FINETUNED = "vit_b_16"
 MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest is fixed by CIFAR-10
 CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS}
@@ -72,14 +71,16 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_option(parser: argparse.ArgumentParser, default: str | None) -> None:
     if default:
-        parser.add_argument("--model", choices=MODELS, default=default, help=f"the ViT, or the ResNet-18 baseline (default: {default})")
+        choices = ", ".join(f"{name}: {MODELS[name].description}" for name in FROM_SCRATCH)
+        parser.add_argument("--model", choices=FROM_SCRATCH, default=default, help=f"{choices} (default: {default})")
     else:
-        parser.add_argument("--model", choices=(*MODELS, FINETUNED), help="check the checkpoint holds this model (default: whatever it holds)")
+        parser.add_argument("--model", choices=tuple(MODELS), help="check the checkpoint holds this model (default: whatever it holds)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument("--out", type=Path, help=f"output folder (default: {default_out})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (--lr and --grad-clip may change)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUT instead of refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
 
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.")  # fmt: skip
     _add_model_option(train, "vit")
     _add_data_options(train)
-    _add_run_options(train, f"{RUNS}/MODEL")
+    _add_run_options(train, "runs/MODEL")
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
 
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune torchvision's ImageNet-pretrained ViT-B/16 on CIFAR-10 upsampled to 224x224. A GPU is strongly advised.",
     )  # fmt: skip
     _add_data_options(finetune)
-    _add_run_options(finetune, f"{RUNS}/{FINETUNED}")
+    _add_run_options(finetune, f"runs/{FINETUNED}")
     finetune.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
                           help="start from ImageNet weights, or from random ones to check the code path offline (default: imagenet)")  # fmt: skip
     _add_config_options(finetune, FineTuneConfig)
@@ -124,12 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test-set metrics of a checkpoint", description="Evaluate a checkpoint on the CIFAR-10 test set.")
     _add_model_option(evaluate, None)
     _add_data_options(evaluate)
-    evaluate.add_argument("--checkpoint", type=Path, help=f"checkpoint to evaluate (default: {RUNS}/MODEL/best.pt)")
-    evaluate.add_argument("--metrics", type=Path, help="where to write the JSON metrics (default: next to the checkpoint)")
+    evaluate.add_argument("--checkpoint", type=Path, help="checkpoint to evaluate (default: runs/MODEL/best.pt)")
+    evaluate.add_argument("--metrics", type=Path, help="where to write the JSON metrics (default: metrics.json next to the "
+                                                       "checkpoint; metrics-subset-N.json with --subset)")  # fmt: skip
 
     predict = commands.add_parser("predict", help="top-k classes for image files", description="Classify image files of any size.")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    predict.add_argument("--checkpoint", type=Path, default=RUNS / "vit" / "best.pt", help="checkpoint to use (default: %(default)s)")
+    predict.add_argument("--checkpoint", type=Path, help="checkpoint to use (default: runs/vit/best.pt)")
     predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
     return parser
 
@@ -141,7 +143,8 @@ def _load_data(args: argparse.Namespace, val_size: int, seed: int):
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .train import build_model
+    from .registry import build_model
+    from .runs import runs_dir
 
     if args.model == "resnet":
         given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
@@ -151,7 +154,7 @@ def _train(args: argparse.Namespace) -> None:
     else:
         model_config = _config_from_args(ViTConfig, args)
     train_config = _config_from_args(TrainConfig, args)
-    args.out = args.out or RUNS / args.model
+    args.out = args.out or runs_dir() / args.model
     _fit_and_report(args, build_model(model_config, train_config.seed), train_config)
 
 
@@ -159,9 +162,10 @@ def _finetune(args: argparse.Namespace) -> None:
     import torch
 
     from .finetune import FINETUNE_RECIPE, FineTunedViT, load_imagenet_weights
+    from .runs import runs_dir
 
     train_config = _config_from_args(TrainConfig, args, FINETUNE_RECIPE)
-    args.out = args.out or RUNS / FINETUNED
+    args.out = args.out or runs_dir() / FINETUNED
     torch.manual_seed(train_config.seed)
     model = FineTunedViT(_config_from_args(FineTuneConfig, args))
     if args.weights == "imagenet" and not args.resume:
@@ -174,19 +178,26 @@ def _finetune(args: argparse.Namespace) -> None:
 def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) -> None:
     """Train `model` on the data `args` names, then evaluate it on the test set and write history and metrics."""
     from .evaluate import evaluate, save_metrics
+    from .files import write_json
     from .train import fit, select_device
 
+    device = select_device(args.device)
     data = _load_data(args, train_config.val_size, train_config.seed)
     print(f"data: {data.provenance['description']} from {data.provenance['root']} "
           f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)")  # fmt: skip
-    device = select_device(args.device)
     try:
-        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume,
-                     progress=not args.no_progress, compile=args.compile)
+        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+                     progress=not args.no_progress, compile=args.compile)  # fmt: skip
     except KeyboardInterrupt:
-        raise VitTutorialError(f"interrupted; finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue") from None
-    (args.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    metrics = evaluate(result.model, data.test, device=device)
+        saved = f"finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue" if (args.out / "last.pt").is_file() \
+            else "no epoch had finished, so nothing was saved"  # fmt: skip
+        raise VitTutorialError(f"interrupted; {saved}") from None
+    write_json(args.out / "history.json", result.history)
+    try:
+        metrics = evaluate(result.model, data.test, device=device)
+    except KeyboardInterrupt:
+        raise VitTutorialError(f"interrupted during the test evaluation; training had finished and {args.out}/best.pt is "
+                               f"written: run `evaluate --checkpoint {args.out}/best.pt` to score it") from None  # fmt: skip
     metrics.update(best_epoch=result.best_epoch, provenance=data.provenance, hardware=result.info["hardware"])
     save_metrics(metrics, args.out / "metrics.json")
     print(f"best epoch {result.best_epoch} (val accuracy {result.info['best_val_accuracy']:.4f}); "
@@ -195,6 +206,12 @@ def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) 
 
 def _sweep(args: argparse.Namespace) -> None:
     from .sweep import SweepOptions, run_sweep
+
+    if args.subset is not None:
+        from .data import MIN_SUBSET
+
+        if args.subset < MIN_SUBSET:
+            raise ValueError(f"--subset must be at least {MIN_SUBSET} training images, got {args.subset}")
 
     options = SweepOptions(device=args.device, data=args.data, download=args.download, subset=args.subset, compile=args.compile)
     rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options)
@@ -206,31 +223,54 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
+    from .checkpoint import load_checkpoint, model_from_checkpoint, stored_architecture
     from .evaluate import evaluate, save_metrics
+    from .runs import runs_dir
     from .train import select_device
 
-    args.checkpoint = args.checkpoint or RUNS / (args.model or "vit") / "best.pt"
+    args.checkpoint = args.checkpoint or runs_dir() / (args.model or "vit") / "best.pt"
     payload = load_checkpoint(args.checkpoint)
-    if args.model is not None and architecture_of(payload, str(args.checkpoint)) != args.model:
-        raise ValueError(f"{args.checkpoint} holds a {architecture_of(payload)} model, not --model {args.model}; pass the matching --model")
+    held = stored_architecture(payload, str(args.checkpoint))
+    if args.model is not None and held != args.model:
+        raise ValueError(f"{args.checkpoint} holds a {held} model, not --model {args.model}; pass the matching --model")
+    device = select_device(args.device)
     train_config = payload.get("train_config") or {}
     data = _load_data(args, train_config.get("val_size", 5000), train_config.get("seed", 0))
-    device = select_device(args.device)
+    target = args.metrics or _default_metrics_path(args.checkpoint, data.provenance)
     model = model_from_checkpoint(payload, str(args.checkpoint)).to(device)
     metrics = evaluate(model, data.test, device=device)
     metrics["provenance"] = data.provenance
-    path = save_metrics(metrics, args.metrics or args.checkpoint.with_name("metrics.json"))
+    path = save_metrics(metrics, target)
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images ({data.provenance['description']}); wrote {path}")
     for name, row in metrics["per_class"].items():
         print(f"  {name:<11} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
 
 
+def _default_metrics_path(checkpoint: Path, provenance: dict) -> Path:
+    """metrics.json beside the checkpoint (metrics-subset-N.json for a subset), but never over the metrics of
+    other data: a run's own metrics.json is what `tools/ship_pretrained.py` ships."""
+    subset = provenance.get("subset")
+    path = checkpoint.with_name(f"metrics-subset-{subset['test']}.json" if subset else "metrics.json")
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text()).get("provenance", {})
+        except (OSError, ValueError, AttributeError):
+            earlier = {}
+        same = {k: v for k, v in earlier.items() if k != "root"} == {k: v for k, v in provenance.items() if k != "root"}
+        if not same:
+            raise VitTutorialError(f"{path} holds metrics measured on other data ({earlier.get('description', 'unknown')}); "
+                                   f"pass --metrics PATH to write these elsewhere")  # fmt: skip
+    return path
+
+
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import load_model
     from .predict import load_image, top_k
+    from .runs import runs_dir
 
-    model = load_model(args.checkpoint)
+    if not 1 <= args.top_k <= 10:
+        raise ValueError(f"--top-k must be between 1 and 10 (there are 10 classes), got {args.top_k}")
+    model = load_model(args.checkpoint or runs_dir() / "vit" / "best.pt")
     for path in args.images:
         ranked = top_k(model, load_image(path, model.config.image_size), args.top_k)
         print(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
@@ -241,9 +281,24 @@ def main(argv: list[str] | None = None) -> int:
     command = {"train": _train, "sweep": _sweep, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[args.command]
     try:
         command(args)
-    except (VitTutorialError, ValueError) as error:
-        if os.environ.get("VIT_TUTORIAL_DEBUG"):
+    except BaseException as error:  # every failure a user can meet ends as one line and a non-zero exit
+        if os.environ.get("VIT_TUTORIAL_DEBUG") or isinstance(error, SystemExit):
             raise
-        print(f"vit-tutorial {args.command}: error: {first_line(error)}", file=sys.stderr)
-        return 2
+        message, code = _one_line(error)
+        print(f"vit-tutorial {args.command}: {message}", file=sys.stderr)
+        return code
     return 0
+
+
+def _one_line(error: BaseException) -> tuple[str, int]:
+    """What to print for a failure, and the exit status: 2 for bad input, 130 for Ctrl-C, 1 for anything unforeseen."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; nothing half-written was left behind (files are replaced whole)", 130
+    if isinstance(error, (VitTutorialError, ValueError)):
+        return f"error: {first_line(error)}", 2
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"error: {error.strerror or first_line(error)}{where}; check the path and its permissions", 2
+    if isinstance(error, MemoryError):
+        return "error: out of memory; try a smaller --batch-size", 2
+    return f"unexpected error ({type(error).__name__}: {first_line(error, 200)}); set VIT_TUTORIAL_DEBUG=1 for the traceback and report it", 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +40,19 @@ class _Serialisable:
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
+    def _check_types(self) -> None:
+        """Every field holds its declared type (an int where a float is declared is fine; a bool is not a number)."""
+        name = type(self).__name__
+        for field, kind in typing.get_type_hints(type(self)).items():
+            value = getattr(self, field)
+            if typing.get_origin(kind) is Literal:
+                choices = typing.get_args(kind)
+                _require(value in choices, f"{name}.{field} must be one of {choices}, got {value!r}")
+            elif kind in (bool, int, float):
+                allowed = {bool: (bool,), int: (int,), float: (int, float)}[kind]
+                ok = isinstance(value, allowed) and (kind is bool or not isinstance(value, bool))
+                _require(ok, f"{name}.{field} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+
 
 @dataclass(frozen=True)
 class ViTConfig(_Serialisable):
@@ -54,6 +68,7 @@ class ViTConfig(_Serialisable):
     drop_path: float = 0.0  # stochastic depth: largest rate, reached by the last block
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_dim"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value > 0, f"ViTConfig.{name} must be a positive integer, got {value!r}")
@@ -103,6 +118,7 @@ class ResNetConfig(_Serialisable):
     num_classes: int = 10  # CIFAR-10
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("image_size", "in_channels", "num_classes"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value > 0, f"ResNetConfig.{name} must be a positive integer, got {value!r}")
@@ -115,7 +131,13 @@ class FineTuneConfig(_Serialisable):
     num_classes: int = 10  # CIFAR-10; the new head replaces ImageNet's 1000 classes
     trainable_blocks: int = 12  # train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything
 
+    @property
+    def image_size(self) -> int:
+        """The side of the CIFAR images the model is fed; it upsamples them to 224 itself."""
+        return 32
+
     def __post_init__(self) -> None:
+        self._check_types()
         _require(isinstance(self.num_classes, int) and self.num_classes > 0, f"num_classes must be a positive integer, got {self.num_classes!r}")
         _require(
             isinstance(self.trainable_blocks, int) and 0 <= self.trainable_blocks <= 12,
@@ -148,6 +170,7 @@ class TrainConfig(_Serialisable):
     optimizer: Optimizer = "sgd"  # sgd (momentum, nesterov) or adamw (fine-tuning)
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}")

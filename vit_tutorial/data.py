@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .augment import augment_batch
-from .errors import DataNotFoundError, VitTutorialError, first_line
+from .errors import UNREADABLE_FILE_ERRORS, DataNotFoundError, ImageError, VitTutorialError, first_line
+from .images import read_rgb
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -174,20 +175,37 @@ def _list_image_folder(split_dir: Path) -> list[tuple[Path, int]]:
 
 
 def _decode(files: list[tuple[Path, int]], split: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
 
     images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split} images (once)", leave=False)):
         try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise VitTutorialError(f"cannot read {path} as an image ({error}); remove or replace the file") from None
+            array = np.asarray(read_rgb(path))
+        except ImageError as error:
+            raise VitTutorialError(f"{first_line(error)}; remove or replace this file in the image folder") from None
         if array.shape != (32, 32, 3):
-            raise VitTutorialError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 CIFAR-10 image")
+            raise VitTutorialError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 CIFAR-10 image; remove or replace it")
         images[i] = array
     return images, np.array([label for _, label in files], dtype=np.int64)
+
+
+def _read_cache(cache: Path, listings: dict[str, list]) -> dict[str, np.ndarray]:
+    """The decoded arrays, or {} when the cache is missing, unreadable or does not fit the folder's listing:
+    a damaged cache is rebuilt, never trusted and never fatal."""
+    if not cache.is_file():
+        return {}
+    try:
+        with np.load(cache) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        for split, files in listings.items():
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if images.shape != (len(files), 32, 32, 3) or images.dtype != np.uint8 or labels.shape != (len(files),):
+                return {}
+            if not np.array_equal(labels, [label for _, label in files]):
+                return {}
+        return arrays
+    except (*UNREADABLE_FILE_ERRORS, KeyError):
+        return {}
 
 
 def _load_image_folder(root: Path):
@@ -196,20 +214,11 @@ def _load_image_folder(root: Path):
     fingerprint = hashlib.sha256(names.encode()).hexdigest()[:16]
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
     cache = cache_dir() / f"cifar10-imagefolder-{key}-{fingerprint}.npz"
-    arrays: dict[str, np.ndarray] = {}
-    if cache.is_file():
-        try:
-            with np.load(cache) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError):
-            arrays = {}  # a damaged cache is rebuilt, never trusted
+    arrays = _read_cache(cache, listings)
     if not arrays:
         for split, files in listings.items():
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = _decode(files, split)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, cache)
+        _write_cache(cache, arrays)
     suffixes = sorted({p.suffix.lower() for files in listings.values() for p, _ in files})
     provenance = {
         "source": "image-folder",
@@ -221,6 +230,22 @@ def _load_image_folder(root: Path):
     return _to_tensors(arrays["train_images"], arrays["train_labels"]), _to_tensors(
         arrays["test_images"], arrays["test_labels"]
     ), provenance
+
+
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the decoded arrays atomically; if the cache folder cannot be written, go on without a cache."""
+    import warnings
+
+    partial = cache.with_suffix(".partial.npz")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(partial, **arrays)
+        os.replace(partial, cache)
+    except OSError as error:
+        warnings.warn(f"could not cache the decoded images in {cache.parent} ({error.strerror}); they will be decoded again "
+                      f"next time (set {CACHE_ENV} to a writable folder)", stacklevel=3)  # fmt: skip
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _load_torchvision(root: Path, download: bool):

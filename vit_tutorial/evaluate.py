@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASSES, Split, batches
+from .files import write_json
+from .registry import spec_for
 
 
 @torch.no_grad()
@@ -64,10 +66,7 @@ def evaluate(model: nn.Module, split: Split, *, device: str | torch.device = "cp
 
 
 def save_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
+    return write_json(path, metrics)
 
 
 def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
@@ -80,17 +79,12 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .finetune import FineTunedViT, recording_attention
-    from .model import ViT
-
     model.eval()
     images = torch.zeros(1, *image_shape, device=next(model.parameters()).device, requires_grad=True)
+    config = getattr(model, "config", None)  # a model of the registry, or any other module
     with torch.enable_grad(), FlopCounterMode(display=False) as counter:
-        if isinstance(model, ViT):
+        if config is not None and spec_for(config).attention:
             model(images, return_attention=True)
-        elif isinstance(model, FineTunedViT):
-            with recording_attention(model):
-                model(images)
         else:
             model(images)
     return counter.get_total_flops()

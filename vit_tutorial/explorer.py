@@ -23,7 +23,8 @@ from torch import nn
 from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
 from .data import CLASSES, Split, normalize
 from .evaluate import predict_logits
-from .predict import to_cifar_image
+from .errors import ImageError
+from .predict import load_image
 
 COLORMAPS = ("inferno", "viridis", "magma", "jet", "gray")
 ROLLOUT = "rollout"
@@ -149,16 +150,13 @@ class AttentionExplorer:
         self._select()
 
     def _pick_upload(self, change) -> None:
-        from PIL import Image
-
         files = change["new"]
         if not files:
             return
-        content = files[0]["content"] if isinstance(files, (list, tuple)) else next(iter(files.values()))["content"]
+        upload = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         try:
-            with Image.open(io.BytesIO(bytes(content))) as image:
-                self.uploaded = to_cifar_image(image, self.model.config.image_size)
-        except (OSError, ValueError):
+            self.uploaded = load_image(bytes(upload["content"]), self.model.config.image_size)
+        except ImageError:
             self.caption.value = "<b>That file is not an image Pillow can read; upload a PNG or JPEG.</b>"
             return
         self._select()

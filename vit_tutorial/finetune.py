@@ -44,8 +44,6 @@ class FineTunedViT(nn.Module):
     Built with random weights; `load_imagenet_weights` fills in the pretrained backbone.
     """
 
-    architecture = "vit_b_16"
-
     def __init__(self, config: FineTuneConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or FineTuneConfig()
@@ -63,8 +61,14 @@ class FineTunedViT(nn.Module):
         std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
         return (pixels - mean) / std
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.prepare(images))
+    def forward(self, images: torch.Tensor, return_attention: bool = False):
+        """Logits (B, num_classes); with `return_attention`, also the attention weights (B, 12, 12, 197, 197)
+        of torchvision's own forward pass, recorded by hooks (see `recording_attention`)."""
+        if not return_attention:
+            return self.backbone(self.prepare(images))
+        with recording_attention(self) as records:
+            logits = self.backbone(self.prepare(images))
+        return logits, torch.stack(records, dim=1)  # (b, depth, h, t, t)
 
 
 def _new_head(width: int, num_classes: int) -> nn.Linear:
@@ -154,8 +158,6 @@ def recording_attention(model: FineTunedViT) -> Iterator[list[torch.Tensor]]:
 
 @torch.no_grad()
 def logits_and_attentions(model: FineTunedViT, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, classes) and attentions (B, 12, 12, 197, 197), shaped for `vit_tutorial.attention`."""
+    """Logits (B, classes) and attentions (B, 12, 12, 197, 197) in eval mode, shaped for `vit_tutorial.attention`."""
     model.eval()
-    with recording_attention(model) as records:
-        logits = model(images)
-    return logits, torch.stack(records, dim=1)  # (b, depth, h, t, t)
+    return model(images, return_attention=True)

@@ -113,8 +113,6 @@ class ViT(nn.Module):
     `(logits, attentions)` with attentions (B, depth, heads, num_tokens, num_tokens); token 0 is CLS.
     """
 
-    architecture = "vit"
-
     def __init__(self, config: ViTConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ViTConfig()

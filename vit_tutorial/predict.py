@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .data import CLASSES, normalize
-from .errors import ImageError
+from .images import as_rgb, read_rgb
 
 
 def to_cifar_image(image, size: int = 32) -> torch.Tensor:
     """A PIL image of any size and mode -> (3, size, size) float tensor in [0, 1].
 
-    Transparent pixels are laid on white, the centre square is kept (so nothing is stretched),
-    and the square is resized with antialiasing.
+    The image is made RGB as `images.as_rgb` does (high bit depths scaled, transparency on white), the
+    centre square is kept (so nothing is stretched), and the square is resized with antialiasing.
     """
     from PIL import Image
 
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("RGB")
+    image = as_rgb(image)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
@@ -32,23 +27,13 @@ def to_cifar_image(image, size: int = 32) -> torch.Tensor:
     return pixels.permute(2, 0, 1).float() / 255.0  # (3, size, size)
 
 
-def load_image(path: str | os.PathLike, size: int = 32) -> torch.Tensor:
-    """Read an image file as a (3, size, size) float tensor in [0, 1].
+def load_image(source: str | os.PathLike | bytes, size: int = 32) -> torch.Tensor:
+    """Read an image file (or an uploaded file's bytes) as a (3, size, size) float tensor in [0, 1].
 
     Raises:
         ImageError: one line, when the file is missing or is not an image Pillow can read.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"no image file at {path}; give the path of a PNG, JPEG or other image")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_cifar_image(image, size)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(f"{path} is not a readable image ({type(error).__name__}); give a PNG, JPEG or other image file") from None
+    return to_cifar_image(read_rgb(source), size)
 
 
 @torch.no_grad()

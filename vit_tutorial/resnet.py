@@ -18,8 +18,6 @@ from .config import ResNetConfig
 class ResNet(nn.Module):
     """ResNet-18 with a CIFAR stem; `model(images)` maps (B, 3, 32, 32) to logits (B, num_classes)."""
 
-    architecture = "resnet"
-
     def __init__(self, config: ResNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ResNetConfig()
@@ -28,7 +26,9 @@ class ResNet(nn.Module):
         net.maxpool = nn.Identity()
         self.net = net
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, return_attention: bool = False) -> torch.Tensor:
+        if return_attention:
+            raise ValueError("ResNet-18 has no attention to return; it is a convolutional network")
         c, size = self.config.in_channels, self.config.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (c, size, size):
             raise ValueError(f"ResNet expects images shaped (B, {c}, {size}, {size}), got {tuple(images.shape)}")

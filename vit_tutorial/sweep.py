@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ResNetConfig, TrainConfig, ViTConfig
+from .config import TrainConfig
 from .errors import VitTutorialError, first_line
-
-MODELS = {"vit": ViTConfig, "resnet": ResNetConfig}
+from .files import write_json, write_text
+from .registry import FROM_SCRATCH, spec_named
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOG = "log.txt"
 
@@ -50,8 +50,8 @@ class GridError(VitTutorialError):
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: str  # "vit" or "resnet"
-    model_config: ViTConfig | ResNetConfig
+    model: str  # a registry name that trains from scratch: "vit" or "resnet"
+    model_config: Any
     train_config: TrainConfig
     overrides: dict[str, Any]  # what this recipe sets on top of the base
 
@@ -97,15 +97,16 @@ def _recipe(path: Path, name: str, base: dict[str, Any], overrides: Any) -> Reci
         raise GridError(f"{where}.{nested[0]} is a table, not a setting; a recipe name with a dot needs quotes: [recipes.\"a.b\"]")
     values = {**base, **overrides}
     model = values.pop("model", "vit")
-    if model not in MODELS:
-        raise GridError(f"{where}: model must be one of {sorted(MODELS)}, got {model!r}")
-    model_fields = {f.name for f in dataclasses.fields(MODELS[model])}
+    if model not in FROM_SCRATCH:
+        raise GridError(f"{where}: model must be one of {list(FROM_SCRATCH)}, got {model!r}")
+    config_class = spec_named(model).config_class
+    model_fields = {f.name for f in dataclasses.fields(config_class)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - model_fields - train_fields)
     if unknown:
         raise GridError(f"{where}: unknown setting(s) {unknown}; settings are TrainConfig fields, {model} fields or 'model'")
     try:
-        model_config = MODELS[model](**{k: v for k, v in values.items() if k in model_fields})
+        model_config = config_class(**{k: v for k, v in values.items() if k in model_fields})
         train_config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
     except (ValueError, TypeError) as error:
         raise GridError(f"{where}: {first_line(error)}") from None
@@ -138,18 +139,26 @@ def run_sweep(grid: str | os.PathLike, out: str | os.PathLike, *, parallel: int 
     threads = max(1, (os.cpu_count() or 1) // parallel)
     running: dict[str, tuple[subprocess.Popen, Any]] = {}
     started = time.perf_counter()
-    while pending or running:
-        while pending and len(running) < parallel:
-            recipe = pending.pop(0)
-            running[recipe.name] = _start_worker(recipe, out / recipe.name, options, threads)
-            log(f"{recipe.name}: started ({'resuming' if (out / recipe.name / 'last.pt').is_file() else 'new'})")
-        time.sleep(0.5)
-        for name, (process, handle) in list(running.items()):
-            if process.poll() is not None:
-                handle.close()
-                del running[name]
-                status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / name / LOG)}"
-                log(f"{name}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                recipe = pending.pop(0)
+                running[recipe.name] = _start_worker(recipe, out / recipe.name, options, threads)
+                log(f"{recipe.name}: started ({'resuming' if (out / recipe.name / 'last.pt').is_file() else 'new'})")
+            time.sleep(0.5)
+            for name, (process, handle) in list(running.items()):
+                if process.poll() is not None:
+                    handle.close()
+                    del running[name]
+                    status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / name / LOG)}"
+                    log(f"{name}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
+    except KeyboardInterrupt:
+        for process, _ in running.values():
+            process.terminate()
+        for process, handle in running.values():
+            process.wait()
+            handle.close()
+        raise VitTutorialError(f"interrupted; finished epochs are kept in {out}/NAME/last.pt: run the same sweep again to resume") from None
     rows = collect_results(recipes, out)
     write_results(rows, out)
     return rows
@@ -182,18 +191,19 @@ def worker(spec: dict[str, Any]) -> None:
     import torch
 
     from .data import load_data
-    from .train import build_model, fit
+    from .registry import build_model
+    from .train import fit
 
     torch.set_num_threads(int(os.environ.get("VIT_TUTORIAL_THREADS", torch.get_num_threads())))
     recipe, options, folder = spec["recipe"], SweepOptions(**spec["options"]), Path(spec["folder"])
-    model_config = MODELS[recipe["model"]].from_dict(recipe["model_config"])
+    model_config = spec_named(recipe["model"]).config_class.from_dict(recipe["model_config"])
     train_config = TrainConfig.from_dict(recipe["train_config"])
     data = load_data(options.data, val_size=train_config.val_size, seed=train_config.seed, download=options.download,
                      subset=options.subset)  # fmt: skip
     print(f"{recipe['name']}: {data.provenance['description']} ({len(data.train)} train / {len(data.val)} val)", flush=True)
     result = fit(build_model(model_config, train_config.seed), data, train_config, device=options.device, out_dir=folder,
                  resume=(folder / "last.pt").is_file(), progress=False, compile=options.compile)  # fmt: skip
-    (folder / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+    write_json(folder / "history.json", result.history)
 
 
 def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
@@ -234,7 +244,7 @@ def _duration(seconds: float) -> str:
 
 def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     """results.json (everything, histories included), results.md (the table) and winner.pt (the best weights)."""
-    (out / "results.json").write_text(json.dumps({"recipes": rows}, indent=1) + "\n")
+    write_json(out / "results.json", {"recipes": rows})
     lines = [
         "| rank | recipe | best val accuracy | best epoch | epochs run | wall time | train images/s | settings |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -248,7 +258,7 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
             )
         else:
             lines.append(f"| {rank} | {row['recipe']} | failed: {row['error'].replace('|', '/')} | | | | | {settings} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "results.md", "\n".join(lines) + "\n")
     finished = [row for row in rows if row["status"] == "finished"]
     if finished:
         shutil.copyfile(Path(finished[0]["folder"]) / "best.pt", out / "winner.pt")

@@ -24,22 +24,34 @@ from torch import nn
 
 from .augment import mix_batch, random_erasing
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ResNetConfig, TrainConfig, ViTConfig
+from .config import TrainConfig
 from .data import CIFAR10, CLASSES, Split, batches
 from .errors import CheckpointError, TrainingDivergedError, first_line
-from .model import ViT
-from .resnet import ResNet
+from .registry import architecture_of
 
 LAST = "last.pt"
 BEST = "best.pt"
 
 
 def select_device(preferred: str | torch.device | None = None) -> torch.device:
-    """`preferred` if given (and not 'auto'), else CUDA, then MPS, then CPU."""
+    """`preferred` if given (and not 'auto'), else CUDA, then MPS, then CPU.
+
+    Raises:
+        ValueError: an unknown device name, or a device this machine does not have.
+    """
     if preferred not in (None, "auto"):
-        device = torch.device(preferred)
+        try:
+            device = torch.device(preferred)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {preferred!r}; use cpu, cuda, cuda:N, mps or auto") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {preferred!r} was asked for but CUDA is not available; use --device cpu or auto")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {preferred!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {preferred!r} was asked for but MPS is not available; use --device cpu or auto")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {preferred!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -52,12 +64,6 @@ def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     return f"{platform.machine()} CPU, {os.cpu_count()} cores ({device.type})"
-
-
-def build_model(config: ViTConfig | ResNetConfig, seed: int = 0) -> ViT | ResNet:
-    """A freshly initialised ViT (or, given a ResNetConfig, the CNN baseline); the same seed gives the same weights."""
-    torch.manual_seed(seed)
-    return ResNet(config) if isinstance(config, ResNetConfig) else ViT(config)
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -302,7 +308,7 @@ def fit(
         _claim_folder(out_dir, overwrite)
     _set_learning_rates(optimizer, scheduler, config)
     common = {
-        "architecture": getattr(model, "architecture", None),
+        "architecture": architecture_of(model),
         "model_config": model_config.to_dict() if model_config is not None else None,
         "train_config": config.to_dict(),
         "provenance": data.provenance,
