@@ -2,7 +2,8 @@
 """Set-up and checks with nothing but Python: `python3 dev.py test` or `python3 dev.py book`.
 
 Both create `.venv/` in the checkout when it is missing and install the project into it
-(again only when pyproject.toml changed), then run inside it.
+(again only when pyproject.toml changed), then run inside it. `test` lints (ruff), builds the
+book, and runs the unit tests and every notebook in quick mode.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ STAMP = VENV / ".vit_tutorial-installed"
 
 def sh(*args: str | Path, **env: str) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    result = subprocess.run([str(a) for a in args], cwd=ROOT, env={**os.environ, **env})
+    result = subprocess.run([str(a) for a in args], cwd=ROOT, env={**os.environ, **env}, check=False)
     if result.returncode != 0:
         sys.exit(result.returncode)
 
@@ -47,7 +48,17 @@ def build_book() -> None:
 
 def run_tests(extra: list[str]) -> None:
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
-    sh(PYTHON, "-m", "pytest", "tests", *notebooks, "--nbval-lax", "--nbval-current-env", *extra, VIT_TUTORIAL_QUICK="1")
+    sh(
+        PYTHON,
+        "-m",
+        "pytest",
+        "tests",
+        *notebooks,
+        "--nbval-lax",
+        "--nbval-current-env",
+        *extra,
+        VIT_TUTORIAL_QUICK="1",
+    )
 
 
 def main() -> None:
@@ -58,6 +69,7 @@ def main() -> None:
     if command == "book":
         build_book()
     else:
+        lint()
         build_book()
         run_tests(sys.argv[2:])
 

@@ -89,10 +89,14 @@ def measure_step(path: str, device: torch.device, config: TrainConfig, steps: in
 
 def _row(path, what, config, seen, seconds, steps, warmup_seconds) -> dict:
     return {
-        "path": path, "measures": what, "batch_size": config.batch_size,
-        "images_per_second": round(seen / seconds, 1), "ms_per_step": round(1000 * seconds / max(steps, 1), 2),
-        "projected_epoch_seconds": round(TRAIN_IMAGES / (seen / seconds), 2), "warmup_seconds": round(warmup_seconds, 1),
-    }  # fmt: skip
+        "path": path,
+        "measures": what,
+        "batch_size": config.batch_size,
+        "images_per_second": round(seen / seconds, 1),
+        "ms_per_step": round(1000 * seconds / max(steps, 1), 2),
+        "projected_epoch_seconds": round(TRAIN_IMAGES / (seen / seconds), 2),
+        "warmup_seconds": round(warmup_seconds, 1),
+    }
 
 
 def main() -> None:
@@ -100,7 +104,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", choices=FROM_SCRATCH, default="vit")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 256 1024 on CUDA, 256 elsewhere")
-    parser.add_argument("--images", type=int, default=TRAIN_IMAGES, help="images in the timed epoch (default: %(default)s)")
+    parser.add_argument(
+        "--images", type=int, default=TRAIN_IMAGES, help="images in the timed epoch (default: %(default)s)"
+    )
     parser.add_argument("--steps", type=int, default=50, help="timed steps of the step-only measurement")
     parser.add_argument("--augment", default="trivialaugment", help="augmentation in the epoch (default: %(default)s)")
     parser.add_argument("--mixup", type=float, default=0.8)
@@ -112,27 +118,50 @@ def main() -> None:
     device = select_device(args.device)
     paths = ["eager", "compiled"] if device.type == "cuda" else ["eager"]
     batch_sizes = args.batch_sizes or ([256, 1024] if device.type == "cuda" else [256])
-    recipe = {"augment": args.augment, "mixup": args.mixup, "cutmix": args.cutmix,
-              "random_erasing": args.random_erasing, "ema": args.ema}  # fmt: skip
+    recipe = {
+        "augment": args.augment,
+        "mixup": args.mixup,
+        "cutmix": args.cutmix,
+        "random_erasing": args.random_erasing,
+        "ema": args.ema,
+    }
     hardware = describe_hardware(device)
-    print(f"hardware: {hardware}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; python {platform.python_version()}")
+    print(
+        f"hardware: {hardware}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
+        f"python {platform.python_version()}"
+    )
     print(f"model: {args.model}; epoch of {args.images:,} synthetic images; recipe {recipe}")
     results = []
     for batch_size in batch_sizes:
         config = TrainConfig(batch_size=batch_size, **recipe)
         for path in paths:
-            for row in (measure_epoch(path, device, config, args.images, args.model),
-                        measure_step(path, device, config, args.steps, args.model)):  # fmt: skip
+            for row in (
+                measure_epoch(path, device, config, args.images, args.model),
+                measure_step(path, device, config, args.steps, args.model),
+            ):
                 results.append(row)
-                print(f"{path:>9} {row['measures']:>5} batch {batch_size:>5}: {row['images_per_second']:>10,.0f} images/s "
-                      f"{row['ms_per_step']:>8.2f} ms/step  epoch of {TRAIN_IMAGES:,} ~ {row['projected_epoch_seconds']:.1f} s "
-                      f"(warm-up {row['warmup_seconds']} s)", flush=True)  # fmt: skip
+                print(
+                    f"{path:>9} {row['measures']:>5} batch {batch_size:>5}: "
+                    f"{row['images_per_second']:>10,.0f} images/s {row['ms_per_step']:>8.2f} ms/step  "
+                    f"epoch of {TRAIN_IMAGES:,} ~ {row['projected_epoch_seconds']:.1f} s "
+                    f"(warm-up {row['warmup_seconds']} s)",
+                    flush=True,
+                )
     if device.type != "cuda":
         print("compiled: skipped, torch.compile is used on CUDA only")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"hardware": hardware, "torch": torch.__version__, "model": args.model, "recipe": recipe,
-                       "results": results}, handle, indent=2)  # fmt: skip
+            json.dump(
+                {
+                    "hardware": hardware,
+                    "torch": torch.__version__,
+                    "model": args.model,
+                    "recipe": recipe,
+                    "results": results,
+                },
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,12 @@ def tiny_config() -> ViTConfig:
 
 @pytest.fixture
 def fake_data() -> CIFAR10:
-    return CIFAR10(make_split(200, 1), make_split(60, 2), make_split(60, 3), {"source": "generated", "root": "-", "description": "generated"})
+    return CIFAR10(
+        make_split(200, 1),
+        make_split(60, 2),
+        make_split(60, 3),
+        {"source": "generated", "root": "-", "description": "generated"},
+    )
 
 
 @pytest.fixture

@@ -76,7 +76,9 @@ def test_overlay_follows_the_classic_steps():
     torch.testing.assert_close(steps["product"], 0.5 * steps["normalised"].expand(3, 4, 4))
     torch.testing.assert_close(steps["amplified"], 4 * steps["product"])
     torch.testing.assert_close(attention_overlay(image, grid, 4.0), steps["amplified"].clamp(0, 1))
-    assert attention_overlay(image, torch.ones(2, 2)).tolist() == torch.ones(3, 4, 4).tolist()  # flat map: all ones x 0.5 x 2
+    assert (
+        attention_overlay(image, torch.ones(2, 2)).tolist() == torch.ones(3, 4, 4).tolist()
+    )  # flat map: all ones x 0.5 x 2
 
 
 def test_batched_overlay_normalises_each_image_on_its_own():

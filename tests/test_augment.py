@@ -48,8 +48,12 @@ def reference(image: torch.Tensor, name: str, m: float) -> torch.Tensor:
         return TF.posterize(image, int(m))
     if name == "solarize":
         return TF.solarize(image, 255.0 * m)
-    enhance = {"brightness": TF.adjust_brightness, "color": TF.adjust_saturation, "contrast": TF.adjust_contrast,
-               "sharpness": TF.adjust_sharpness}  # fmt: skip
+    enhance = {
+        "brightness": TF.adjust_brightness,
+        "color": TF.adjust_saturation,
+        "contrast": TF.adjust_contrast,
+        "sharpness": TF.adjust_sharpness,
+    }
     if name in enhance:
         return enhance[name](image, 1.0 + m)
     return {"autocontrast": TF.autocontrast, "equalize": TF.equalize}[name](image)
@@ -70,7 +74,9 @@ def test_each_operation_matches_torchvision_on_single_images(images, space, name
     for level in (0, 1, 9, 15, 20, 30):
         for sign in (1, -1) if name in SIGNED else (1,):
             m = table[op, level].item() * sign
-            ours = apply_operations(images, torch.full((len(images),), op), torch.full((len(images),), m, dtype=torch.float64))
+            ours = apply_operations(
+                images, torch.full((len(images),), op), torch.full((len(images),), m, dtype=torch.float64)
+            )
             expected = torch.stack([reference(image, name, m) for image in images])
             difference = (ours.int() - expected.int()).abs().max().item()
             assert difference <= (1 if name in BLENDS else 0), f"{name} at level {level}, sign {sign}: {difference}"
@@ -81,9 +87,19 @@ def test_magnitude_tables_are_torchvisions():
 
     for space, transform in ((TRIVIAL_AUGMENT_WIDE, TrivialAugmentWide), (RAND_AUGMENT, RandAugment)):
         ours = magnitude_table(space)
-        names = {"ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x", "TranslateY": "translate_y",
-                 "Rotate": "rotate", "Brightness": "brightness", "Color": "color", "Contrast": "contrast",
-                 "Sharpness": "sharpness", "Posterize": "posterize", "Solarize": "solarize"}  # fmt: skip
+        names = {
+            "ShearX": "shear_x",
+            "ShearY": "shear_y",
+            "TranslateX": "translate_x",
+            "TranslateY": "translate_y",
+            "Rotate": "rotate",
+            "Brightness": "brightness",
+            "Color": "color",
+            "Contrast": "contrast",
+            "Sharpness": "sharpness",
+            "Posterize": "posterize",
+            "Solarize": "solarize",
+        }
         for theirs, (make, signed) in transform._AUGMENTATION_SPACE.items():
             values = make(BINS, 32, 32)
             if values is None:
@@ -148,12 +164,16 @@ def test_ema_follows_its_formula():
         torch.testing.assert_close(ema.model.state_dict()[name], 0.9 * before[name] + 0.1 * value)
 
 
-def test_with_ema_validation_and_best_weights_are_the_averaged_ones(fake_data, quick_train_config, tmp_path, monkeypatch):
+def test_with_ema_validation_and_best_weights_are_the_averaged_ones(
+    fake_data, quick_train_config, tmp_path, monkeypatch
+):
     import vit_tutorial.train as train_module
 
     seen = []
     real_validate = train_module.validate
-    monkeypatch.setattr(train_module, "validate", lambda model, *a, **k: seen.append(model) or real_validate(model, *a, **k))
+    monkeypatch.setattr(
+        train_module, "validate", lambda model, *a, **k: seen.append(model) or real_validate(model, *a, **k)
+    )
     config = quick_train_config.replace(epochs=2, ema=0.5, augment="trivialaugment", random_erasing=0.25)
     model = build_model(TINY)
     result = fit(model, fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
@@ -166,7 +186,9 @@ def test_with_ema_validation_and_best_weights_are_the_averaged_ones(fake_data, q
         for name, value in best["model"].items():
             torch.testing.assert_close(value, last["ema"][name])
             assert not torch.equal(value, last["model"][name])
-    resumed = fit(build_model(TINY), fake_data, config.replace(epochs=3), device="cpu", out_dir=tmp_path / "r", progress=False)
+    resumed = fit(
+        build_model(TINY), fake_data, config.replace(epochs=3), device="cpu", out_dir=tmp_path / "r", progress=False
+    )
     assert len(resumed.history) == 3
 
 

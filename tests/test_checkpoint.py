@@ -8,7 +8,9 @@ from .conftest import TINY
 
 
 def _save(path, model):
-    return save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [{"epoch": 1}]})
+    return save_checkpoint(
+        path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [{"epoch": 1}]}
+    )
 
 
 def test_round_trip_restores_identical_predictions(tmp_path):

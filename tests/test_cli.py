@@ -11,7 +11,9 @@ from .conftest import write_image_folder
 
 
 def run(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vit_tutorial", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "vit_tutorial", *args], capture_output=True, text=True, env=env, cwd=cwd, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +64,33 @@ def test_resnet_baseline_and_fine_tuning_commands(workspace):
     shaped = run("train", "--model", "resnet", "--dim", "64", env=env)
     assert shaped.returncode == 2 and "--dim: ViT options" in shaped.stderr
 
-    tuned = run("finetune", "--weights", "random", "--trainable-blocks", "0", "--subset", "10",
-                "--out", str(root / "tuned"), *common, env=env)  # fmt: skip
+    tuned = run(
+        "finetune",
+        "--weights",
+        "random",
+        "--trainable-blocks",
+        "0",
+        "--subset",
+        "10",
+        "--out",
+        str(root / "tuned"),
+        *common,
+        env=env,
+    )
     assert tuned.returncode == 0, tuned.stderr
     assert "random weights" in tuned.stderr
     assert "adamw" in (root / "tuned" / "best.pt").read_bytes().decode("latin-1")
 
 
 def test_errors_are_one_line_without_traceback(workspace, tmp_path):
-    root, env = workspace
+    _, env = workspace
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     (tmp_path / "notes.txt").write_text("hi")
     cases = [
-        (("predict", str(tmp_path / "notes.txt"), "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint"),
+        (
+            ("predict", str(tmp_path / "notes.txt"), "--checkpoint", str(tmp_path / "bad.pt")),
+            "not a readable checkpoint",
+        ),
         (("train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")), "CIFAR-10 not found"),
         (("train", "--heads", "3", "--out", str(tmp_path / "o")), "not divisible by heads"),
         (("evaluate", "--checkpoint", str(tmp_path / "missing.pt")), "no checkpoint at"),

@@ -25,7 +25,11 @@ def test_bad_model_config_says_what_is_wrong(changes, message):
 
 @pytest.mark.parametrize(
     "changes, message",
-    [({"augment": "mixup"}, "augment must be one of"), ({"epochs": 0}, "positive"), ({"momentum": 0.0}, "nesterov needs")],
+    [
+        ({"augment": "mixup"}, "augment must be one of"),
+        ({"epochs": 0}, "positive"),
+        ({"momentum": 0.0}, "nesterov needs"),
+    ],
 )
 def test_bad_train_config_says_what_is_wrong(changes, message):
     with pytest.raises(ValueError, match=message):

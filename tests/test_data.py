@@ -41,7 +41,10 @@ def test_validation_split_is_seeded_and_disjoint(image_folder):
     c = load_cifar10(image_folder, val_size=6, seed=2)
     assert torch.equal(a.val.images, b.val.images)
     assert not torch.equal(a.val.images, c.val.images)
-    key = lambda split: {bytes(img.numpy().tobytes()) + bytes([lbl]) for img, lbl in zip(split.images, split.labels.tolist())}
+
+    def key(split):
+        return {bytes(img.numpy().tobytes()) + bytes([lbl]) for img, lbl in zip(split.images, split.labels.tolist())}
+
     assert not key(a.val) & key(a.train)
 
 

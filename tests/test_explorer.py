@@ -7,7 +7,13 @@ from PIL import Image
 from vit_tutorial import ViT
 from vit_tutorial.attention import attention_rollout, cls_attention
 from vit_tutorial.data import normalize
-from vit_tutorial.explorer import AttentionExplorer, attention_maps, explorer_data, select_examples, static_explorer_html
+from vit_tutorial.explorer import (
+    AttentionExplorer,
+    attention_maps,
+    explorer_data,
+    select_examples,
+    static_explorer_html,
+)
 
 from .conftest import TINY, make_split
 
@@ -38,16 +44,31 @@ def test_live_explorer_builds_and_every_control_changes_the_view(model):
     explorer = AttentionExplorer(model, make_split(40))
     assert explorer.caption.value.startswith("test image 0")
     before = explorer.view.value
-    for control, value in [(explorer.layer, 0), (explorer.head, 1), (explorer.amplify, 4.0), (explorer.opacity, 1.0),
-                           (explorer.cmap, "gray"), (explorer.layer, "rollout"), (explorer.index, 5)]:  # fmt: skip
+    for control, value in [
+        (explorer.layer, 0),
+        (explorer.head, 1),
+        (explorer.amplify, 4.0),
+        (explorer.opacity, 1.0),
+        (explorer.cmap, "gray"),
+        (explorer.layer, "rollout"),
+        (explorer.index, 5),
+    ]:
         control.value = value
         assert explorer.view.value != before, control.description
         before = explorer.view.value
     explorer.class_filter.value = "cat"
     assert "a cat" in explorer.caption.value
-    explorer.outcome_filter.value = "wrong"
-    explorer.outcome_filter.value = "correct"
-    assert "image" in explorer.caption.value
+    explorer.class_filter.value = "airplane"
+    assert "an airplane" in explorer.caption.value
+    explorer.class_filter.value = "all classes"
+    labels = explorer.split.labels
+    for outcome, expected in (("wrong", explorer.predictions != labels), ("correct", explorer.predictions == labels)):
+        explorer.outcome_filter.value = outcome
+        assert explorer.candidates() == expected.nonzero().flatten().tolist()
+        if expected.any():
+            shown = explorer.candidates()[explorer.index.value]
+            assert explorer.caption.value.startswith(f"test image {shown},")
+            assert f"({int(expected.sum())} images match the filters)" in explorer.caption.value
 
 
 def test_live_explorer_takes_an_uploaded_image_and_rejects_a_non_image(model):

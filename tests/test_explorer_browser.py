@@ -17,10 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK_PAGE = ROOT / "_build" / "html" / "notebooks" / "09_attention_explorer.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)"
+)
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +77,9 @@ def test_static_explorer_page_works_in_chromium(page, tmp_path):
     torch.manual_seed(0)
     model = ViT(TINY).eval()
     split = make_split(40)
-    (tmp_path / "explorer.html").write_text(f"<!doctype html><html><body>{static_explorer_html(model, split, per_class=2)}</body></html>")
+    (tmp_path / "explorer.html").write_text(
+        f"<!doctype html><html><body>{static_explorer_html(model, split, per_class=2)}</body></html>"
+    )
     page.goto((tmp_path / "explorer.html").as_uri())
     page.wait_for_selector(".vit-explorer[data-renders]")
 
@@ -78,9 +90,17 @@ def test_static_explorer_page_works_in_chromium(page, tmp_path):
     drawn = torch.tensor(pixels(page, "overlay")).reshape(-1, 4)[:, :3].flatten().float()
     assert (drawn - expected).abs().max() <= 2
 
-    steps = [("layer", "0", "overlay"), ("head", "2", "overlay"), ("amplify", "4", "overlay"), ("opacity", "0.9", "blend"),
-             ("colormap", "gray", "blend"), ("layer", str(TINY.depth), "overlay"), ("image", "3", "image"),
-             ("class", "5", "image"), ("outcome", "correct", "caption")]  # fmt: skip
+    steps = [
+        ("layer", "0", "overlay"),
+        ("head", "2", "overlay"),
+        ("amplify", "4", "overlay"),
+        ("opacity", "0.9", "blend"),
+        ("colormap", "gray", "blend"),
+        ("layer", str(TINY.depth), "overlay"),
+        ("image", "3", "image"),
+        ("class", "5", "image"),
+        ("outcome", "correct", "caption"),
+    ]
     for control, value, view in steps:
         before = page.inner_text(".vit-explorer .caption") if view == "caption" else pixels(page, view)
         change(page, control, value)

@@ -26,7 +26,9 @@ def test_upsamples_cifar_batches_to_224_with_imagenet_statistics(model):
     images = torch.zeros(2, 3, 32, 32)  # the CIFAR mean after normalisation
     prepared = model.prepare(images)
     assert prepared.shape == (2, 3, 224, 224)
-    expected = (torch.tensor([0.4914, 0.4822, 0.4465]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    expected = (torch.tensor([0.4914, 0.4822, 0.4465]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )
     assert torch.allclose(prepared[0, :, 100, 100], expected, atol=1e-4)
 
 
@@ -69,7 +71,9 @@ def test_attention_comes_from_the_real_forward_pass_as_a_14x14_grid(model):
 
 def test_fine_tunes_with_the_shared_trainer_and_reloads(model, fake_data, tmp_path):
     data = fake_data.subset(8, 4, 4)
-    config = TrainConfig(epochs=1, batch_size=4, lr=1e-3, optimizer="adamw", weight_decay=0.05, warmup_epochs=0, val_size=4)
+    config = TrainConfig(
+        epochs=1, batch_size=4, lr=1e-3, optimizer="adamw", weight_decay=0.05, warmup_epochs=0, val_size=4
+    )
     head_before = model.backbone.heads.head.weight.clone()
     frozen_before = model.backbone.conv_proj.weight.clone()
     result = fit(model, data, config, device="cpu", out_dir=tmp_path, progress=False, log_epochs=False)
@@ -82,7 +86,7 @@ def test_fine_tunes_with_the_shared_trainer_and_reloads(model, fake_data, tmp_pa
 def test_missing_weights_without_download_give_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     assert weights_file().parent == tmp_path / "checkpoints"
-    with pytest.raises(WeightsUnavailableError, match="not at .*allow the download"):
+    with pytest.raises(WeightsUnavailableError, match=r"not at .*allow the download"):
         load_imagenet_weights(FineTunedViT(), download=False)
 
 
@@ -93,7 +97,7 @@ def test_a_failed_download_leaves_nothing_behind(monkeypatch, tmp_path, capsys):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(WeightsUnavailableError, match="could not get .* run on a connected machine") as error:
+    with pytest.raises(WeightsUnavailableError, match=r"could not get .* run on a connected machine") as error:
         load_imagenet_weights(FineTunedViT())
     assert "\n" not in str(error.value) and not any((tmp_path / "checkpoints").iterdir())
     assert "downloading vit_b_16" in capsys.readouterr().err
@@ -103,7 +107,7 @@ def test_cached_weights_load_into_the_backbone_and_a_damaged_file_says_so(monkey
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     weights_file().parent.mkdir(parents=True)
     weights_file().write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsUnavailableError, match="is damaged .* delete it"):
+    with pytest.raises(WeightsUnavailableError, match=r"is damaged .* delete it"):
         load_imagenet_weights(FineTunedViT())
     torch.save(model.backbone.state_dict(), weights_file())  # stands in for the ImageNet file: same keys and shapes
     loaded = load_imagenet_weights(FineTunedViT(), download=False)

@@ -11,11 +11,11 @@ from .conftest import TINY
 
 @pytest.mark.parametrize("mode, size", [("L", (32, 32)), ("RGBA", (50, 20)), ("RGB", (1200, 900)), ("P", (64, 64))])
 def test_any_image_becomes_a_32x32_rgb_tensor(tmp_path, mode, size):
-    path = tmp_path / f"image.png"
+    path = tmp_path / "image.png"
     Image.new(mode, size, 128 if mode in ("L", "P") else (10, 200, 30, 255)[: len(mode)]).save(path)
     image = load_image(path)
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
 
 
 def test_transparent_pixels_become_white(tmp_path):

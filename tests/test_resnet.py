@@ -6,8 +6,8 @@ import torch
 from vit_tutorial import ResNet, ResNetConfig, TrainConfig, ViT, ViTConfig, count_parameters
 from vit_tutorial.checkpoint import load_model, save_checkpoint
 from vit_tutorial.errors import CheckpointError
-from vit_tutorial.runs import find_finished_run
 from vit_tutorial.registry import architecture_of, build_model
+from vit_tutorial.runs import find_finished_run
 from vit_tutorial.train import fit
 
 
@@ -27,14 +27,23 @@ def test_wrong_input_shape_is_named():
 def test_build_model_picks_the_architecture_from_the_config(tiny_config):
     assert isinstance(build_model(ResNetConfig()), ResNet)
     assert isinstance(build_model(tiny_config), ViT)
-    assert architecture_of(build_model(ResNetConfig())) == "resnet" and architecture_of(build_model(tiny_config)) == "vit"
+    assert (
+        architecture_of(build_model(ResNetConfig())) == "resnet" and architecture_of(build_model(tiny_config)) == "vit"
+    )
 
 
 def test_shared_trainer_learns_and_checkpoint_rebuilds_a_resnet(fake_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=50, lr=0.05, warmup_epochs=1, patience=5, val_size=60)
     data = fake_data.subset(100, 30, 30)
-    result = fit(build_model(ResNetConfig(), seed=0), data, config, device="cpu", out_dir=tmp_path / "run",
-                 progress=False, log_epochs=False)  # fmt: skip
+    result = fit(
+        build_model(ResNetConfig(), seed=0),
+        data,
+        config,
+        device="cpu",
+        out_dir=tmp_path / "run",
+        progress=False,
+        log_epochs=False,
+    )
     assert len(result.history) == 2
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     loaded = load_model(result.checkpoint)

@@ -52,7 +52,13 @@ def test_sweep_trains_ranks_reports_failures_and_skips_finished_recipes(tmp_path
     heavy = next(r for r in rows if r["recipe"] == "heavy")
     assert heavy["train_config"]["augment"] == "trivialaugment" and heavy["model_config"]["dim"] == 16
     assert len(heavy["history"]) == 2 and heavy["images_per_second"] > 0 and heavy["epochs_run"] == 2
-    assert heavy["overrides"] == {"augment": "trivialaugment", "mixup": 0.8, "cutmix": 1.0, "random_erasing": 0.25, "ema": 0.9}
+    assert heavy["overrides"] == {
+        "augment": "trivialaugment",
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "random_erasing": 0.25,
+        "ema": 0.9,
+    }
     table = (out / "results.md").read_text()
     assert table.index("| 3 | diverges | failed:") > table.index("| 1 |") and "ema=0.9" in table
     assert (out / "winner.pt").read_bytes() == (out / rows[0]["recipe"] / "best.pt").read_bytes()

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from vit_tutorial import CheckpointError, TrainConfig, TrainingDivergedError, ViT, pretrained, runs
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
-from vit_tutorial.data import CIFAR10, normalize
+from vit_tutorial.data import normalize
 from vit_tutorial.registry import build_model
 from vit_tutorial.train import fit, lr_factor, make_optimizer, select_device
 
@@ -33,7 +34,7 @@ def test_warmup_then_cosine_schedule():
     factors = [lr_factor(s, warmup_steps=10, total_steps=110, schedule="cosine") for s in range(110)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.5)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert lr_factor(50, warmup_steps=10, total_steps=110, schedule="constant") == 1.0
 
 
@@ -42,7 +43,9 @@ def test_weight_decay_skips_biases_norms_and_embeddings():
     decay, no_decay = make_optimizer(model, TrainConfig()).param_groups
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decay["params"])
-    assert any(p is model.pos_embed for p in no_decay["params"]) and any(p is model.cls_token for p in no_decay["params"])
+    assert any(p is model.pos_embed for p in no_decay["params"]) and any(
+        p is model.cls_token for p in no_decay["params"]
+    )
 
 
 def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path):
@@ -89,7 +92,9 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
         fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", progress=False)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2  # the third epoch was lost, no more
     monkeypatch.setattr(train_module, "validate", real_validate)
-    resumed = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", resume=True, progress=False)
+    resumed = fit(
+        build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", resume=True, progress=False
+    )
     assert len(resumed.history) == 4
     for a, b in zip(whole.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
@@ -99,11 +104,34 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
 
 
 def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
-    fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    fit(
+        build_model(TINY),
+        fake_data,
+        quick_train_config.replace(epochs=1),
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
+    )
     with pytest.raises(CheckpointError, match="another training configuration"):
-        fit(build_model(TINY), fake_data, quick_train_config.replace(momentum=0.5), device="cpu", out_dir=tmp_path, resume=True, progress=False)
+        fit(
+            build_model(TINY),
+            fake_data,
+            quick_train_config.replace(momentum=0.5),
+            device="cpu",
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "empty", resume=True, progress=False)
+        fit(
+            build_model(TINY),
+            fake_data,
+            quick_train_config,
+            device="cpu",
+            out_dir=tmp_path / "empty",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quick_train_config, tmp_path, monkeypatch):
@@ -115,7 +143,9 @@ def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quic
         return (math.nan if len(calls) == 2 else loss), accuracy
 
     monkeypatch.setattr(train_module, "validate", validate_then_nan)
-    with pytest.raises(TrainingDivergedError, match=r"val loss became nan in epoch 2; .*last good epoch \(1\); .*--resume"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"val loss became nan in epoch 2; .*last good epoch \(1\); .*--resume"
+    ):
         fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path, progress=False)
     kept = load_checkpoint(tmp_path / "last.pt")
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
@@ -134,7 +164,14 @@ def test_divergence_in_the_first_epoch_says_nothing_was_saved(fake_data, quick_t
 
 
 def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_train_config, tmp_path):
-    fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    fit(
+        build_model(TINY),
+        fake_data,
+        quick_train_config.replace(epochs=1),
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
+    )
     payload = load_checkpoint(tmp_path / "last.pt")
     payload["train_config"]["epochs"] = 3  # as if the run had been cut off after its first of three epochs
     from vit_tutorial.checkpoint import save_checkpoint
@@ -163,8 +200,16 @@ def test_resume_refuses_other_data(fake_data, quick_train_config, tmp_path):
     fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "run", progress=False)
     (tmp_path / "run" / "best.pt").unlink()  # as if interrupted
     smaller = fake_data.subset(100, 30, 30)
-    with pytest.raises(CheckpointError, match="trained on other data .*subset"):
-        fit(build_model(TINY), smaller, quick_train_config, device="cpu", out_dir=tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match=r"trained on other data .*subset"):
+        fit(
+            build_model(TINY),
+            smaller,
+            quick_train_config,
+            device="cpu",
+            out_dir=tmp_path / "run",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_device_selection_falls_back_to_cpu():
@@ -189,7 +234,14 @@ def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_tr
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the fallback is for CPU and MPS")
     with pytest.warns(UserWarning, match="CUDA only"):
-        result = fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=1), device="cpu", progress=False, compile=True)
+        result = fit(
+            build_model(TINY),
+            fake_data,
+            quick_train_config.replace(epochs=1),
+            device="cpu",
+            progress=False,
+            compile=True,
+        )
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
 
 

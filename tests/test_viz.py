@@ -5,9 +5,17 @@ from PIL import Image
 from vit_tutorial import ViT
 from vit_tutorial.data import normalize
 from vit_tutorial.viz import (
-    attention_gif, attention_triptych, class_samples, compare_maps, heads_figure, layers_figure,
-    matrix_figure, overlay_pipeline, patch_grid, position_similarity,
-)  # fmt: skip
+    attention_gif,
+    attention_triptych,
+    class_samples,
+    compare_maps,
+    heads_figure,
+    layers_figure,
+    matrix_figure,
+    overlay_pipeline,
+    patch_grid,
+    position_similarity,
+)
 
 from .conftest import TINY, make_split
 

@@ -28,17 +28,34 @@ def main() -> None:
     best = load_checkpoint(args.run / "best.pt")
     metrics = json.loads((args.run / "metrics.json").read_text())
     provenance = {k: v for k, v in best["provenance"].items() if k != "root"}
-    keep = ("model_config", "train_config", "model", "history", "best_epoch", "best_val_accuracy",
-            "hardware", "wall_seconds", "epochs_run", "stopped_early")  # fmt: skip
+    keep = (
+        "model_config",
+        "train_config",
+        "model",
+        "history",
+        "best_epoch",
+        "best_val_accuracy",
+        "hardware",
+        "wall_seconds",
+        "epochs_run",
+        "stopped_early",
+    )
     payload = {key: best[key] for key in keep}
-    payload.update(provenance=provenance, note=args.note,
-                   test_metrics={k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")})  # fmt: skip
+    payload.update(
+        provenance=provenance,
+        note=args.note,
+        test_metrics={
+            k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")
+        },
+    )
     save_checkpoint(PRETRAINED, payload)
     size = PRETRAINED.stat().st_size
     if size > LIMIT:
         PRETRAINED.unlink()
         sys.exit(f"the checkpoint would be {size:,} bytes, over the {LIMIT:,} limit; nothing shipped")
-    print(f"wrote {PRETRAINED} ({size:,} bytes): test accuracy {metrics['accuracy']:.4f}, best epoch {best['best_epoch']}")
+    print(
+        f"wrote {PRETRAINED} ({size:,} bytes): test accuracy {metrics['accuracy']:.4f}, best epoch {best['best_epoch']}"
+    )
 
 
 if __name__ == "__main__":

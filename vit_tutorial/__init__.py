@@ -4,8 +4,8 @@ from ._version import __version__
 from .config import ResNetConfig, TrainConfig, ViTConfig, quick_mode
 from .errors import CheckpointError, DataNotFoundError, ImageError, TrainingDivergedError, VitTutorialError
 from .model import ViT, count_parameters
-from .resnet import ResNet
 from .pretrained import load_pretrained, pretrained_available
+from .resnet import ResNet
 
 __all__ = [
     "CheckpointError",

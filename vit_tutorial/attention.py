@@ -73,7 +73,9 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     if not 0.0 <= discard_ratio < 1.0:
         raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
-    fused = {"mean": batch.mean(dim=2), "max": batch.amax(dim=2), "min": batch.amin(dim=2)}[head_fusion]  # (b, depth, t, t)
+    fused = {"mean": batch.mean(dim=2), "max": batch.amax(dim=2), "min": batch.amin(dim=2)}[
+        head_fusion
+    ]  # (b, depth, t, t)
     b, depth, t, _ = fused.shape
     if discard_ratio > 0:
         flat = fused.reshape(b, depth, t * t)
@@ -96,7 +98,8 @@ def _check_image_and_grid(image: torch.Tensor, grid: torch.Tensor) -> tuple[torc
         raise ValueError(f"expected an image shaped (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     if not image.is_floating_point() or image.min() < 0 or image.max() > 1:
         raise ValueError(
-            f"expected image values as floats in [0, 1], got {image.dtype} in [{image.min().item()}, {image.max().item()}]; "
+            f"expected image values as floats in [0, 1], got {image.dtype} "
+            f"in [{image.min().item()}, {image.max().item()}]; "
             "divide uint8 images by 255 or use vit_tutorial.data.denormalize"
         )
     if grid.ndim != image.ndim - 1 or grid.shape[-1] != grid.shape[-2] or (batched and grid.shape[0] != image.shape[0]):
@@ -127,8 +130,13 @@ def overlay_steps(image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0)
     normalised = torch.where(span > 0, (resized - low) / span.clamp_min(1e-12), torch.ones_like(resized))
     product = images * normalised[:, None]
     amplified = product * amplify
-    steps = {"resized": resized, "normalised": normalised, "product": product, "amplified": amplified,
-             "overlay": amplified.clamp(0, 1)}  # fmt: skip
+    steps = {
+        "resized": resized,
+        "normalised": normalised,
+        "product": product,
+        "amplified": amplified,
+        "overlay": amplified.clamp(0, 1),
+    }
     return steps if batched else {name: value[0] for name, value in steps.items()}
 
 

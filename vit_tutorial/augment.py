@@ -62,10 +62,24 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
 # Automatic augmentation: one table of operations, two ways of drawing from it ----------------------------
 
 OPERATIONS: tuple[str, ...] = (
-    "identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate",
-    "brightness", "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize",
-)  # fmt: skip
-SIGNED = frozenset({"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast", "sharpness"})
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+    "equalize",
+)
+SIGNED = frozenset(
+    {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast", "sharpness"}
+)
 BINS = 31  # magnitude levels 0..30, as in torchvision
 # Largest magnitude of each operation (level 30), and how many bits posterize drops at level 30.
 TRIVIAL_AUGMENT_WIDE = {"shear": 0.99, "translate": 32.0, "rotate": 135.0, "enhance": 0.99, "posterize_drop": 6}
@@ -86,9 +100,17 @@ def magnitude_table(space: dict[str, float]) -> torch.Tensor:
     Built exactly as torchvision builds its augmentation spaces (float32 `linspace`), so that a level
     means the same number here and there. Posterize holds bits kept, solarize the threshold fraction.
     """
-    largest = {"shear_x": space["shear"], "shear_y": space["shear"], "translate_x": space["translate"],
-               "translate_y": space["translate"], "rotate": space["rotate"], "brightness": space["enhance"],
-               "color": space["enhance"], "contrast": space["enhance"], "sharpness": space["enhance"]}  # fmt: skip
+    largest = {
+        "shear_x": space["shear"],
+        "shear_y": space["shear"],
+        "translate_x": space["translate"],
+        "translate_y": space["translate"],
+        "rotate": space["rotate"],
+        "brightness": space["enhance"],
+        "color": space["enhance"],
+        "contrast": space["enhance"],
+        "sharpness": space["enhance"],
+    }
     table = torch.zeros(len(OPERATIONS), BINS, dtype=torch.float64)
     for i, name in enumerate(OPERATIONS):
         if name in largest:
@@ -191,7 +213,9 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     rescaled[..., 0] /= 0.5 * w
     rescaled[..., 1] /= 0.5 * h
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(rescaled)  # (b, h * w, 2)
-    sampled = F.grid_sample(images.float(), grid.view(b, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False)
+    sampled = F.grid_sample(
+        images.float(), grid.view(b, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False
+    )
     return sampled.round().to(images.dtype)
 
 
@@ -234,7 +258,9 @@ def blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> to
     Args:
         images: (B, C, H, W) uint8; other: broadcastable float32; factor: (B,) float64.
     """
-    mixed = torch.addcmul(images.float() * _per_sample(factor), other, _per_sample(1.0 - factor))  # fused, as torchvision's add_
+    mixed = torch.addcmul(
+        images.float() * _per_sample(factor), other, _per_sample(1.0 - factor)
+    )  # fused, as torchvision's add_
     return mixed.clamp(0, 255).to(images.dtype)
 
 
@@ -307,9 +333,12 @@ OPERATION_FUNCTIONS = {
 
 
 def random_erasing(
-    images: torch.Tensor, probability: float, generator: torch.Generator,
-    area: tuple[float, float] = (0.02, 1 / 3), log_ratio: tuple[float, float] = (math.log(0.3), math.log(1 / 0.3)),
-) -> torch.Tensor:  # fmt: skip
+    images: torch.Tensor,
+    probability: float,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.02, 1 / 3),
+    log_ratio: tuple[float, float] = (math.log(0.3), math.log(1 / 0.3)),
+) -> torch.Tensor:
     """Random erasing (Zhong et al., 2020): with `probability`, set a random rectangle of each image to 0.
 
     Applied to normalised images, so 0 is the data set's mean colour. The rectangle covers a random
@@ -359,7 +388,13 @@ def augment_batch(
 
 
 def mix_batch(
-    images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, mixup: float, cutmix: float, generator: torch.Generator
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    mixup: float,
+    cutmix: float,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup (Zhang et al., 2018) or CutMix (Yun et al., 2019) of a batch with itself in shuffled order.
 

@@ -10,6 +10,7 @@ existed still load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -27,12 +28,31 @@ FORMAT = "vit_tutorial.checkpoint/1"
 CHECKSUM = "content_sha256"
 REQUIRED_KEYS = ("format", "version", "model_config", "model")
 SCHEMA: dict[str, tuple[type, ...]] = {  # the type of every field a checkpoint of this package may hold
-    "format": (str,), "version": (str,), "architecture": (str, type(None)), "model_config": (dict,), "model": (dict,),
-    "train_config": (dict, type(None)), "history": (list,), "best_epoch": (int,), "epoch": (int,), "epochs_run": (int,),
-    "bad_epochs": (int,), "best_val_accuracy": (float, int), "wall_seconds": (float, int), "provenance": (dict,),
-    "hardware": (str,), "stopped_early": (bool,), "note": (str,), "test_metrics": (dict,), "optimizer": (dict,),
-    "scheduler": (dict,), "ema": (dict,), "best_model": (dict,), "config_changes": (list,), CHECKSUM: (str,),
-}  # fmt: skip
+    "format": (str,),
+    "version": (str,),
+    "architecture": (str, type(None)),
+    "model_config": (dict,),
+    "model": (dict,),
+    "train_config": (dict, type(None)),
+    "history": (list,),
+    "best_epoch": (int,),
+    "epoch": (int,),
+    "epochs_run": (int,),
+    "bad_epochs": (int,),
+    "best_val_accuracy": (float, int),
+    "wall_seconds": (float, int),
+    "provenance": (dict,),
+    "hardware": (str,),
+    "stopped_early": (bool,),
+    "note": (str,),
+    "test_metrics": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict,),
+    "ema": (dict,),
+    "best_model": (dict,),
+    "config_changes": (list,),
+    CHECKSUM: (str,),
+}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -54,10 +74,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             os.fsync(handle.fileno())
         os.replace(partial, path)
     except OSError as error:
-        raise CheckpointError(f"cannot write the checkpoint {path} ({error.strerror or first_line(error)}); "
-                              f"choose another --out or free some space") from None  # fmt: skip
+        raise CheckpointError(
+            f"cannot write the checkpoint {path} ({error.strerror or first_line(error)}); "
+            f"choose another --out or free some space"
+        ) from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing there, or no folder to look in
+            partial.unlink(missing_ok=True)
     return path
 
 
@@ -95,7 +118,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: train one with `python -m vit_tutorial train` or pass --checkpoint PATH")
+        raise CheckpointError(
+            f"no checkpoint at {path}: train one with `python -m vit_tutorial train` or pass --checkpoint PATH"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except UNREADABLE_FILE_ERRORS as error:
@@ -107,8 +132,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a vit_tutorial checkpoint (expected format {FORMAT!r}, found {found!r})")
     if CHECKSUM in payload and payload[CHECKSUM] != content_digest(payload):
-        raise CheckpointError(f"{path} is damaged: its content does not match the checksum written with it; "
-                              f"re-run training or use another copy")  # fmt: skip
+        raise CheckpointError(
+            f"{path} is damaged: its content does not match the checksum written with it; "
+            f"re-run training or use another copy"
+        )
     check_schema(payload, str(path))
     return payload
 
@@ -122,8 +149,10 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
         value = payload.get(key, types[0]())
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # True is an int too
             expected = " or ".join(t.__name__ for t in types)
-            raise CheckpointError(f"{source}: field {key!r} should be {expected}, found {type(value).__name__}; "
-                                  f"the file is damaged or was not written by vit_tutorial")  # fmt: skip
+            raise CheckpointError(
+                f"{source}: field {key!r} should be {expected}, found {type(value).__name__}; "
+                f"the file is damaged or was not written by vit_tutorial"
+            )
     for key in ("model", "best_model", "ema"):
         bad = [name for name, value in payload.get(key, {}).items() if not isinstance(value, torch.Tensor)]
         if bad:
@@ -134,8 +163,10 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{source}: its model configuration is invalid ({first_line(error, 200)})") from None
     if config.num_classes != len(CLASSES):
-        raise CheckpointError(f"{source} holds a {config.num_classes}-class model; this package's models classify the "
-                              f"{len(CLASSES)} CIFAR-10 classes")  # fmt: skip
+        raise CheckpointError(
+            f"{source} holds a {config.num_classes}-class model; this package's models classify the "
+            f"{len(CLASSES)} CIFAR-10 classes"
+        )
 
 
 def stored_architecture(payload: dict[str, Any], source: str = "checkpoint") -> str:

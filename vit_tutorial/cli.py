@@ -21,7 +21,15 @@ from .errors import VitTutorialError, first_line
 from .registry import FROM_SCRATCH, MODELS
 
 FINETUNED = "vit_b_16"
-MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest is fixed by CIFAR-10
+MODEL_OPTIONS = (
+    "patch_size",
+    "dim",
+    "depth",
+    "heads",
+    "mlp_dim",
+    "dropout",
+    "drop_path",
+)  # the rest is fixed by CIFAR-10
 CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS}
 
 
@@ -37,7 +45,9 @@ def _field_comments(cls) -> dict[str, str]:
     return comments
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None, defaults=None) -> None:
+def _add_config_options(
+    parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None, defaults=None
+) -> None:
     """One option per field of `cls` (or of `names`); `defaults`, an instance, overrides the field defaults."""
     group = parser.add_argument_group(f"{cls.__name__} options")
     comments = _field_comments(cls)
@@ -63,9 +73,18 @@ def _config_from_args(cls, args: argparse.Namespace, defaults=None):
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="ROOT", help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)")
-    parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 with torchvision if it is missing")
-    parser.add_argument("--subset", type=int, metavar="N", help="use N training images and N // 5 validation and test images (quick runs)")
+    parser.add_argument(
+        "--data", metavar="ROOT", help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)"
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the original CIFAR-10 with torchvision if it is missing"
+    )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        metavar="N",
+        help="use N training images and N // 5 validation and test images (quick runs)",
+    )
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
 
 
@@ -74,12 +93,18 @@ def _add_model_option(parser: argparse.ArgumentParser, default: str | None) -> N
         choices = ", ".join(f"{name}: {MODELS[name].description}" for name in FROM_SCRATCH)
         parser.add_argument("--model", choices=FROM_SCRATCH, default=default, help=f"{choices} (default: {default})")
     else:
-        parser.add_argument("--model", choices=tuple(MODELS), help="check the checkpoint holds this model (default: whatever it holds)")
+        parser.add_argument(
+            "--model", choices=tuple(MODELS), help="check the checkpoint holds this model (default: whatever it holds)"
+        )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
-    parser.add_argument("--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (--lr and --grad-clip may change)")
+    parser.add_argument(
+        "--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/last.pt (--lr and --grad-clip may change)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUT instead of refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
@@ -89,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sweep,finetune,evaluate,predict}")
 
-    train = commands.add_parser("train", help="train a ViT (or the ResNet baseline) with early stopping",
-                                description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.")  # fmt: skip
+    train = commands.add_parser(
+        "train",
+        help="train a ViT (or the ResNet baseline) with early stopping",
+        description="Train a ViT, or with --model resnet the ResNet-18 baseline, on CIFAR-10.",
+    )
     _add_model_option(train, "vit")
     _add_data_options(train)
     _add_run_options(train, "runs/MODEL")
@@ -98,38 +126,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train, TrainConfig)
 
     sweep = commands.add_parser(
-        "sweep", help="train a grid of recipes side by side and rank them by validation accuracy",
+        "sweep",
+        help="train a grid of recipes side by side and rank them by validation accuracy",
         description="Train every recipe of a TOML grid ([base] and [recipes.NAME] tables of TrainConfig / ViTConfig "
-                    "settings) in worker processes, then write OUT/results.json, OUT/results.md and OUT/winner.pt. "
-                    "Re-running skips finished recipes and resumes interrupted ones; the test set is not used.",
-    )  # fmt: skip
+        "settings) in worker processes, then write OUT/results.json, OUT/results.md and OUT/winner.pt. "
+        "Re-running skips finished recipes and resumes interrupted ones; the test set is not used.",
+    )
     sweep.add_argument("grid", type=Path, metavar="GRID", help="the grid file, e.g. grids/gpu-first.toml")
     sweep.add_argument("--out", type=Path, required=True, help="folder for the recipes' run folders and the results")
-    sweep.add_argument("--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)")
+    sweep.add_argument(
+        "--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)"
+    )
     sweep.add_argument("--compile", action="store_true", help="train through torch.compile and CUDA graphs on CUDA")
     _add_data_options(sweep)
 
     from .finetune import FINETUNE_RECIPE
 
     finetune = commands.add_parser(
-        "finetune", help="fine-tune ImageNet-pretrained ViT-B/16 (downloads 330 MB of weights once)",
-        description="Fine-tune torchvision's ImageNet-pretrained ViT-B/16 on CIFAR-10 upsampled to 224x224. A GPU is strongly advised.",
-    )  # fmt: skip
+        "finetune",
+        help="fine-tune ImageNet-pretrained ViT-B/16 (downloads 330 MB of weights once)",
+        description="Fine-tune torchvision's ImageNet-pretrained ViT-B/16 on CIFAR-10 upsampled to 224x224. "
+        "A GPU is strongly advised.",
+    )
     _add_data_options(finetune)
     _add_run_options(finetune, f"runs/{FINETUNED}")
-    finetune.add_argument("--weights", choices=("imagenet", "random"), default="imagenet",
-                          help="start from ImageNet weights, or from random ones to check the code path offline (default: imagenet)")  # fmt: skip
+    finetune.add_argument(
+        "--weights",
+        choices=("imagenet", "random"),
+        default="imagenet",
+        help="start from ImageNet weights, or from random ones to check the code path offline (default: imagenet)",
+    )
     _add_config_options(finetune, FineTuneConfig)
     _add_config_options(finetune, TrainConfig, defaults=FINETUNE_RECIPE)
 
-    evaluate = commands.add_parser("evaluate", help="test-set metrics of a checkpoint", description="Evaluate a checkpoint on the CIFAR-10 test set.")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test-set metrics of a checkpoint",
+        description="Evaluate a checkpoint on the CIFAR-10 test set.",
+    )
     _add_model_option(evaluate, None)
     _add_data_options(evaluate)
     evaluate.add_argument("--checkpoint", type=Path, help="checkpoint to evaluate (default: runs/MODEL/best.pt)")
-    evaluate.add_argument("--metrics", type=Path, help="where to write the JSON metrics (default: metrics.json next to the "
-                                                       "checkpoint; metrics-subset-N.json with --subset)")  # fmt: skip
+    evaluate.add_argument(
+        "--metrics",
+        type=Path,
+        help="where to write the JSON metrics (default: metrics.json next to the "
+        "checkpoint; metrics-subset-N.json with --subset)",
+    )
 
-    predict = commands.add_parser("predict", help="top-k classes for image files", description="Classify image files of any size.")
+    predict = commands.add_parser(
+        "predict", help="top-k classes for image files", description="Classify image files of any size."
+    )
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--checkpoint", type=Path, help="checkpoint to use (default: runs/vit/best.pt)")
     predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
@@ -149,7 +196,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.model == "resnet":
         given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: ViT options, but ResNet-18 has a fixed shape; drop them or use --model vit")
+            raise ValueError(
+                f"{', '.join(given)}: ViT options, but ResNet-18 has a fixed shape; drop them or use --model vit"
+            )
         model_config = ResNetConfig()
     else:
         model_config = _config_from_args(ViTConfig, args)
@@ -183,25 +232,43 @@ def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) 
 
     device = select_device(args.device)
     data = _load_data(args, train_config.val_size, train_config.seed)
-    print(f"data: {data.provenance['description']} from {data.provenance['root']} "
-          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)")  # fmt: skip
+    print(
+        f"data: {data.provenance['description']} from {data.provenance['root']} "
+        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)"
+    )
     try:
-        result = fit(model, data, train_config, device=device, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
-                     progress=not args.no_progress, compile=args.compile)  # fmt: skip
+        result = fit(
+            model,
+            data,
+            train_config,
+            device=device,
+            out_dir=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            compile=args.compile,
+        )
     except KeyboardInterrupt:
-        saved = f"finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue" if (args.out / "last.pt").is_file() \
-            else "no epoch had finished, so nothing was saved"  # fmt: skip
+        saved = (
+            f"finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue"
+            if (args.out / "last.pt").is_file()
+            else "no epoch had finished, so nothing was saved"
+        )
         raise VitTutorialError(f"interrupted; {saved}") from None
     write_json(args.out / "history.json", result.history)
     try:
         metrics = evaluate(result.model, data.test, device=device)
     except KeyboardInterrupt:
-        raise VitTutorialError(f"interrupted during the test evaluation; training had finished and {args.out}/best.pt is "
-                               f"written: run `evaluate --checkpoint {args.out}/best.pt` to score it") from None  # fmt: skip
+        raise VitTutorialError(
+            f"interrupted during the test evaluation; training had finished and {args.out}/best.pt is "
+            f"written: run `evaluate --checkpoint {args.out}/best.pt` to score it"
+        ) from None
     metrics.update(best_epoch=result.best_epoch, provenance=data.provenance, hardware=result.info["hardware"])
     save_metrics(metrics, args.out / "metrics.json")
-    print(f"best epoch {result.best_epoch} (val accuracy {result.info['best_val_accuracy']:.4f}); "
-          f"test accuracy {metrics['accuracy']:.4f}; wrote {args.out}/best.pt, history.json, metrics.json")  # fmt: skip
+    print(
+        f"best epoch {result.best_epoch} (val accuracy {result.info['best_val_accuracy']:.4f}); "
+        f"test accuracy {metrics['accuracy']:.4f}; wrote {args.out}/best.pt, history.json, metrics.json"
+    )
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -213,13 +280,17 @@ def _sweep(args: argparse.Namespace) -> None:
         if args.subset < MIN_SUBSET:
             raise ValueError(f"--subset must be at least {MIN_SUBSET} training images, got {args.subset}")
 
-    options = SweepOptions(device=args.device, data=args.data, download=args.download, subset=args.subset, compile=args.compile)
+    options = SweepOptions(
+        device=args.device, data=args.data, download=args.download, subset=args.subset, compile=args.compile
+    )
     rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options)
     print((args.out / "results.md").read_text(), end="")
     failed = [row["recipe"] for row in rows if row["status"] != "finished"]
     print(f"wrote {args.out}/results.json, results.md" + (", winner.pt" if len(failed) < len(rows) else ""))
     if failed:
-        raise VitTutorialError(f"{len(failed)} of {len(rows)} recipes failed ({', '.join(failed)}); their {args.out}/NAME/log.txt say why")
+        raise VitTutorialError(
+            f"{len(failed)} of {len(rows)} recipes failed ({', '.join(failed)}); their {args.out}/NAME/log.txt say why"
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -241,7 +312,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate(model, data.test, device=device)
     metrics["provenance"] = data.provenance
     path = save_metrics(metrics, target)
-    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images ({data.provenance['description']}); wrote {path}")
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images "
+        f"({data.provenance['description']}); wrote {path}"
+    )
     for name, row in metrics["per_class"].items():
         print(f"  {name:<11} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
 
@@ -258,8 +332,10 @@ def _default_metrics_path(checkpoint: Path, provenance: dict) -> Path:
             earlier = {}
         same = {k: v for k, v in earlier.items() if k != "root"} == {k: v for k, v in provenance.items() if k != "root"}
         if not same:
-            raise VitTutorialError(f"{path} holds metrics measured on other data ({earlier.get('description', 'unknown')}); "
-                                   f"pass --metrics PATH to write these elsewhere")  # fmt: skip
+            raise VitTutorialError(
+                f"{path} holds metrics measured on other data ({earlier.get('description', 'unknown')}); "
+                f"pass --metrics PATH to write these elsewhere"
+            )
     return path
 
 
@@ -278,7 +354,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": _train, "sweep": _sweep, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[args.command]
+    command = {"train": _train, "sweep": _sweep, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[
+        args.command
+    ]
     try:
         command(args)
     except BaseException as error:  # every failure a user can meet ends as one line and a non-zero exit
@@ -301,4 +379,8 @@ def _one_line(error: BaseException) -> tuple[str, int]:
         return f"error: {error.strerror or first_line(error)}{where}; check the path and its permissions", 2
     if isinstance(error, MemoryError):
         return "error: out of memory; try a smaller --batch-size", 2
-    return f"unexpected error ({type(error).__name__}: {first_line(error, 200)}); set VIT_TUTORIAL_DEBUG=1 for the traceback and report it", 1
+    return (
+        f"unexpected error ({type(error).__name__}: {first_line(error, 200)}); "
+        "set VIT_TUTORIAL_DEBUG=1 for the traceback and report it",
+        1,
+    )

@@ -71,7 +71,9 @@ class ViTConfig(_Serialisable):
         self._check_types()
         for name in ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_dim"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, f"ViTConfig.{name} must be a positive integer, got {value!r}")
+            _require(
+                isinstance(value, int) and value > 0, f"ViTConfig.{name} must be a positive integer, got {value!r}"
+            )
         _require(
             self.image_size % self.patch_size == 0,
             f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
@@ -121,7 +123,9 @@ class ResNetConfig(_Serialisable):
         self._check_types()
         for name in ("image_size", "in_channels", "num_classes"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, f"ResNetConfig.{name} must be a positive integer, got {value!r}")
+            _require(
+                isinstance(value, int) and value > 0, f"ResNetConfig.{name} must be a positive integer, got {value!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,9 @@ class FineTuneConfig(_Serialisable):
     """torchvision's ViT-B/16 with a new CIFAR-10 head, fed CIFAR images upsampled to 224x224."""
 
     num_classes: int = 10  # CIFAR-10; the new head replaces ImageNet's 1000 classes
-    trainable_blocks: int = 12  # train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything
+    trainable_blocks: int = (
+        12  # train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything
+    )
 
     @property
     def image_size(self) -> int:
@@ -138,7 +144,10 @@ class FineTuneConfig(_Serialisable):
 
     def __post_init__(self) -> None:
         self._check_types()
-        _require(isinstance(self.num_classes, int) and self.num_classes > 0, f"num_classes must be a positive integer, got {self.num_classes!r}")
+        _require(
+            isinstance(self.num_classes, int) and self.num_classes > 0,
+            f"num_classes must be a positive integer, got {self.num_classes!r}",
+        )
         _require(
             isinstance(self.trainable_blocks, int) and 0 <= self.trainable_blocks <= 12,
             f"trainable_blocks must be an integer in [0, 12] (0 trains the head only), got {self.trainable_blocks!r}",
@@ -166,23 +175,33 @@ class TrainConfig(_Serialisable):
     random_erasing: float = 0.0  # probability of erasing a random rectangle of each image; 0 turns it off
     mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 turns it off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup too: half the batches each)
-    ema: float = 0.0  # decay of an exponential moving average of the weights, used for validation and saving; 0 turns it off
+    ema: float = (
+        0.0  # decay of an exponential moving average of the weights, used for validation and saving; 0 turns it off
+    )
     optimizer: Optimizer = "sgd"  # sgd (momentum, nesterov) or adamw (fine-tuning)
 
     def __post_init__(self) -> None:
         self._check_types()
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}")
+            _require(
+                isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}"
+            )
         for name in ("warmup_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
+            _require(
+                isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}"
+            )
         for name in ("lr", "momentum", "weight_decay", "grad_clip", "mixup", "cutmix"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        _require(0.0 <= self.random_erasing <= 1.0, f"random_erasing is a probability in [0, 1], got {self.random_erasing!r}")
-        _require(0.0 <= self.ema < 1.0, f"ema is a decay in [0, 1) (0.999 is typical, 0 turns it off), got {self.ema!r}")
+        _require(
+            0.0 <= self.random_erasing <= 1.0, f"random_erasing is a probability in [0, 1], got {self.random_erasing!r}"
+        )
+        _require(
+            0.0 <= self.ema < 1.0, f"ema is a decay in [0, 1) (0.999 is typical, 0 turns it off), got {self.ema!r}"
+        )
         _require(
             isinstance(self.randaugment_m, int) and 0 <= self.randaugment_m <= 30,
             f"randaugment_m is a magnitude level from 0 to 30, got {self.randaugment_m!r}",
@@ -190,7 +209,10 @@ class TrainConfig(_Serialisable):
         _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _require(self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        _require(self.optimizer != "sgd" or not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0; set momentum or turn nesterov off")
+        _require(
+            self.optimizer != "sgd" or not self.nesterov or self.momentum > 0,
+            "nesterov needs momentum > 0; set momentum or turn nesterov off",
+        )
 
 
 def quick_mode() -> bool:

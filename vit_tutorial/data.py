@@ -12,6 +12,7 @@ Sources, tried in this order under the data root:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -26,8 +27,17 @@ from .errors import UNREADABLE_FILE_ERRORS, DataNotFoundError, ImageError, VitTu
 from .images import read_rgb
 
 CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -61,7 +71,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"Split.images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"Split.images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"Split.labels must be shaped ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
 
@@ -95,7 +107,9 @@ class CIFAR10:
     def subset(self, train: int, val: int, test: int, seed: int = 0) -> CIFAR10:
         """Smaller random splits, for quick runs; the provenance says so."""
         provenance = {**self.provenance, "subset": {"train": train, "val": val, "test": test, "seed": seed}}
-        return CIFAR10(self.train.subset(train, seed), self.val.subset(val, seed), self.test.subset(test, seed), provenance)
+        return CIFAR10(
+            self.train.subset(train, seed), self.val.subset(val, seed), self.test.subset(test, seed), provenance
+        )
 
 
 def load_cifar10(
@@ -133,9 +147,13 @@ MIN_SUBSET = 10  # one image per class, and two for validation and test: the lea
 
 
 def load_data(
-    root: str | os.PathLike | None = None, *, val_size: int = 5000, seed: int = 0, download: bool = False,
+    root: str | os.PathLike | None = None,
+    *,
+    val_size: int = 5000,
+    seed: int = 0,
+    download: bool = False,
     subset: int | None = None,
-) -> CIFAR10:  # fmt: skip
+) -> CIFAR10:
     """`load_cifar10`, then, for a quick run, `subset` training images and `subset // 5` validation and test images.
 
     Raises:
@@ -144,12 +162,17 @@ def load_data(
     if subset is not None and not isinstance(subset, int):
         raise ValueError(f"subset must be a whole number of training images, got {subset!r}")
     if subset is not None and subset < MIN_SUBSET:
-        raise ValueError(f"subset must be at least {MIN_SUBSET} training images (it sets {MIN_SUBSET // 5} for validation), got {subset}")
+        raise ValueError(
+            f"subset must be at least {MIN_SUBSET} training images (it sets {MIN_SUBSET // 5} for validation), "
+            f"got {subset}"
+        )
     data = load_cifar10(root, val_size=val_size, seed=seed, download=download)
     if subset is None:
         return data
     if subset > len(data.train):
-        raise ValueError(f"subset {subset} is more than the {len(data.train)} training images; leave --subset out to use them all")
+        raise ValueError(
+            f"subset {subset} is more than the {len(data.train)} training images; leave --subset out to use them all"
+        )
     return data.subset(subset, subset // 5, subset // 5, seed)
 
 
@@ -178,13 +201,16 @@ def _decode(files: list[tuple[Path, int]], split: str) -> tuple[np.ndarray, np.n
     from tqdm.auto import tqdm
 
     images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split} images (once)", leave=False)):
+    bar = tqdm(files, desc=f"decoding {split} images (once)", leave=False, disable=None)  # shown on terminals only
+    for i, (path, _) in enumerate(bar):
         try:
             array = np.asarray(read_rgb(path))
         except ImageError as error:
-            raise VitTutorialError(f"{first_line(error)}; remove or replace this file in the image folder") from None
+            raise ImageError(f"{path} {error.problem}; remove or replace this file in the image folder") from None
         if array.shape != (32, 32, 3):
-            raise VitTutorialError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 CIFAR-10 image; remove or replace it")
+            raise VitTutorialError(
+                f"{path} is {array.shape[1]}x{array.shape[0]}, expected a 32x32 CIFAR-10 image; remove or replace it"
+            )
         images[i] = array
     return images, np.array([label for _, label in files], dtype=np.int64)
 
@@ -227,9 +253,11 @@ def _load_image_folder(root: Path):
         "description": "CIFAR-10, JPEG copy" if suffixes in ([".jpg"], [".jpeg"]) else "CIFAR-10, image folder",
         "fingerprint": fingerprint,
     }
-    return _to_tensors(arrays["train_images"], arrays["train_labels"]), _to_tensors(
-        arrays["test_images"], arrays["test_labels"]
-    ), provenance
+    return (
+        _to_tensors(arrays["train_images"], arrays["train_labels"]),
+        _to_tensors(arrays["test_images"], arrays["test_labels"]),
+        provenance,
+    )
 
 
 def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -242,10 +270,14 @@ def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(partial, **arrays)
         os.replace(partial, cache)
     except OSError as error:
-        warnings.warn(f"could not cache the decoded images in {cache.parent} ({error.strerror}); they will be decoded again "
-                      f"next time (set {CACHE_ENV} to a writable folder)", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"could not cache the decoded images in {cache.parent} ({error.strerror}); they will be decoded again "
+            f"next time (set {CACHE_ENV} to a writable folder)",
+            stacklevel=3,
+        )
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing there, or no folder to look in
+            partial.unlink(missing_ok=True)
 
 
 def _load_torchvision(root: Path, download: bool):
@@ -269,7 +301,9 @@ def _load_torchvision(root: Path, download: bool):
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W, C) uint8 numpy -> (N, C, H, W) uint8 tensor, and int64 labels."""
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(
+        labels.astype(np.int64)
+    )
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,9 @@ from .registry import spec_for
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 1000) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 1000
+) -> torch.Tensor:
     """Logits (N, num_classes) of `model` for every image of `split`, in order, on the CPU."""
     model.eval()
     outputs = [model(images).float().cpu() for images, _ in batches(split, batch_size, device=device)]
@@ -43,7 +44,12 @@ def classification_report(
     recall = torch.where(support > 0, true_positives / support.clamp(min=1), torch.zeros_like(support))
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
     per_class = {
-        name: {"precision": precision[i].item(), "recall": recall[i].item(), "f1": f1[i].item(), "support": int(support[i])}
+        name: {
+            "precision": precision[i].item(),
+            "recall": recall[i].item(),
+            "f1": f1[i].item(),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(class_names)
     }
     return {
@@ -56,7 +62,9 @@ def classification_report(
     }
 
 
-def evaluate(model: nn.Module, split: Split, *, device: str | torch.device = "cpu", batch_size: int = 1000) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, split: Split, *, device: str | torch.device = "cpu", batch_size: int = 1000
+) -> dict[str, Any]:
     """Full metrics of `model` on `split`, plus the mean cross-entropy, as a JSON-ready dict."""
     logits = predict_logits(model, split, device, batch_size)
     labels = split.labels.cpu()

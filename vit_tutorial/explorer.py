@@ -22,8 +22,8 @@ from torch import nn
 
 from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
 from .data import CLASSES, Split, normalize
-from .evaluate import predict_logits
 from .errors import ImageError
+from .evaluate import predict_logits
 from .predict import load_image
 
 COLORMAPS = ("inferno", "viridis", "magma", "jet", "gray")
@@ -58,11 +58,13 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
     attentions = attentions.float().cpu()
     depth, heads = attentions.shape[1:3]
     per_layer = [
-        torch.stack([cls_attention(attentions, layer)] + [cls_attention(attentions, layer, h) for h in range(heads)], dim=1)
+        torch.stack(
+            [cls_attention(attentions, layer)] + [cls_attention(attentions, layer, h) for h in range(heads)], dim=1
+        )
         for layer in range(depth)
     ]  # depth x (b, heads + 1, g, g)
     rollout = attention_rollout(attentions)[:, None].expand(-1, heads + 1, -1, -1)
-    return logits.float().softmax(-1).cpu(), torch.stack(per_layer + [rollout], dim=1)
+    return logits.float().softmax(-1).cpu(), torch.stack([*per_layer, rollout], dim=1)
 
 
 def select_examples(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> list[int]:
@@ -106,10 +108,16 @@ class AttentionExplorer:
         self.outcome_filter = w.Dropdown(options=["all", "correct", "wrong"], description="prediction")
         self.index = w.IntSlider(min=0, max=0, description="image", continuous_update=False)
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
-        self.layer = w.Dropdown(options=[(str(i + 1), i) for i in range(depth)] + [(ROLLOUT, ROLLOUT)], value=depth - 1, description="layer")
+        self.layer = w.Dropdown(
+            options=[(str(i + 1), i) for i in range(depth)] + [(ROLLOUT, ROLLOUT)], value=depth - 1, description="layer"
+        )
         self.head = w.Dropdown(options=[("mean", None)] + [(str(h + 1), h) for h in range(heads)], description="head")
-        self.amplify = w.FloatSlider(value=2.0, min=0.5, max=5.0, step=0.25, description="amplify", continuous_update=False)
-        self.opacity = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False)
+        self.amplify = w.FloatSlider(
+            value=2.0, min=0.5, max=5.0, step=0.25, description="amplify", continuous_update=False
+        )
+        self.opacity = w.FloatSlider(
+            value=0.5, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False
+        )
         self.cmap = w.Dropdown(options=COLORMAPS, description="colormap")
         self.caption = w.HTML()
         self.view = w.Image(format="png")
@@ -121,11 +129,16 @@ class AttentionExplorer:
         self.upload.observe(self._pick_upload, names="value")
         for control in (self.layer, self.head, self.amplify, self.opacity, self.cmap):
             control.observe(self._redraw, names="value")
-        self.widget = w.VBox([
-            w.HBox([self.class_filter, self.outcome_filter]), w.HBox([self.index, self.upload]),
-            w.HBox([self.layer, self.head, self.cmap]), w.HBox([self.amplify, self.opacity]),
-            self.caption, w.HBox([self.view, self.prediction]),
-        ])  # fmt: skip
+        self.widget = w.VBox(
+            [
+                w.HBox([self.class_filter, self.outcome_filter]),
+                w.HBox([self.index, self.upload]),
+                w.HBox([self.layer, self.head, self.cmap]),
+                w.HBox([self.amplify, self.opacity]),
+                self.caption,
+                w.HBox([self.view, self.prediction]),
+            ]
+        )
         self._refilter()
 
     def candidates(self) -> list[int]:
@@ -170,7 +183,7 @@ class AttentionExplorer:
         else:
             position = self._candidates[self.index.value]
             self.image = self.split.images[position].float() / 255
-            truth = f"test image {position}, a {CLASSES[self.split.labels[position]]}"
+            truth = f"test image {position}, {with_article(CLASSES[self.split.labels[position]])}"
         self.probabilities, self.maps = attention_maps(self.model, self.image[None])
         self.caption.value = f"{truth} ({len(self._candidates)} images match the filters)"
         self.prediction.value = _prediction_html(self.probabilities[0])
@@ -185,16 +198,27 @@ class AttentionExplorer:
 
     def _redraw(self, _change=None) -> None:
         grid = self.current_grid
-        panels = [self.image, attention_overlay(self.image, grid, self.amplify.value),
-                  blend(self.image, grid, opacity=self.opacity.value, cmap=self.cmap.value)]  # fmt: skip
-        row = torch.cat([torch.nn.functional.interpolate(p[None], scale_factor=6, mode="nearest")[0] for p in panels], dim=2)
+        panels = [
+            self.image,
+            attention_overlay(self.image, grid, self.amplify.value),
+            blend(self.image, grid, opacity=self.opacity.value, cmap=self.cmap.value),
+        ]
+        row = torch.cat(
+            [torch.nn.functional.interpolate(p[None], scale_factor=6, mode="nearest")[0] for p in panels], dim=2
+        )
         self.view.value = _png(row)
+
+
+def with_article(noun: str) -> str:
+    """'a cat', 'an airplane'."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _prediction_html(probabilities: torch.Tensor) -> str:
     values, indices = probabilities.topk(5)
     rows = "".join(
-        f"<tr><td>{CLASSES[i]}</td><td><div style='background:#4c72b0;height:10px;width:{120 * v:.0f}px'></div></td><td>{v:.1%}</td></tr>"
+        f"<tr><td>{CLASSES[i]}</td><td><div style='background:#4c72b0;height:10px;width:{120 * v:.0f}px'></div>"
+        f"</td><td>{v:.1%}</td></tr>"
         for v, i in zip(values.tolist(), indices.tolist())
     )
     return f"<table><tr><th colspan=3>top-5 prediction</th></tr>{rows}</table>"
@@ -224,7 +248,9 @@ def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
     }
 
 
-def static_explorer_html(model: nn.Module, split: Split, *, per_class: int = 10, seed: int = 0, indices: list[int] | None = None) -> str:
+def static_explorer_html(
+    model: nn.Module, split: Split, *, per_class: int = 10, seed: int = 0, indices: list[int] | None = None
+) -> str:
     """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps."""
     indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
     data = explorer_data(model, split, indices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -23,9 +24,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         partial.write_text(text)
         os.replace(partial, path)
     except OSError as error:
-        raise VitTutorialError(f"cannot write {path} ({error.strerror or error}); choose another location or free some space") from None
+        raise VitTutorialError(
+            f"cannot write {path} ({error.strerror or error}); choose another location or free some space"
+        ) from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing there, or no folder to look in
+            partial.unlink(missing_ok=True)
     return path
 
 

@@ -33,9 +33,16 @@ PATCH_SIZE = 16
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FINETUNE_RECIPE = TrainConfig(
-    epochs=3, batch_size=128, lr=1e-4, optimizer="adamw", weight_decay=0.05, warmup_epochs=1,
-    label_smoothing=0.1, grad_clip=1.0, patience=2,
-)  # fmt: skip
+    epochs=3,
+    batch_size=128,
+    lr=1e-4,
+    optimizer="adamw",
+    weight_decay=0.05,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    grad_clip=1.0,
+    patience=2,
+)
 
 
 class FineTunedViT(nn.Module):
@@ -79,7 +86,9 @@ def _new_head(width: int, num_classes: int) -> nn.Linear:
 
 
 def set_trainable_blocks(backbone: torchvision.models.VisionTransformer, blocks: int) -> None:
-    """Freeze everything except the last `blocks` encoder blocks, the final norm and the head; all blocks: train everything."""
+    """Freeze everything except the last `blocks` encoder blocks, the final norm and the head.
+
+    With all 12 blocks, everything trains."""
     layers = list(backbone.encoder.layers)
     for param in backbone.parameters():
         param.requires_grad = blocks >= len(layers)
@@ -107,13 +116,17 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
     where = weights_file()
     if not where.is_file():
         if not download:
-            raise WeightsUnavailableError(f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there")
+            raise WeightsUnavailableError(
+                f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there"
+            )
         print(f"downloading {where.name} (330 MB, once) into torch's hub cache", file=sys.stderr, flush=True)
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
             # Written to a temporary file and checked against the hash in its name before it is moved into
             # place, so an interrupted or corrupted download leaves nothing behind.
-            torch.hub.download_url_to_file(WEIGHTS.url, str(where), hash_prefix=where.stem.split("-")[-1], progress=progress)
+            torch.hub.download_url_to_file(
+                WEIGHTS.url, str(where), hash_prefix=where.stem.split("-")[-1], progress=progress
+            )
         except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError; a bad hash a RuntimeError
             raise WeightsUnavailableError(
                 f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({first_line(error, 120)}); "
@@ -122,11 +135,15 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
     try:
         state = torch.load(where, map_location="cpu", weights_only=True)
     except UNREADABLE_FILE_ERRORS as error:
-        raise WeightsUnavailableError(f"{where} is damaged ({first_line(error, 120)}); delete it and run again to download it afresh") from None
+        raise WeightsUnavailableError(
+            f"{where} is damaged ({first_line(error, 120)}); delete it and run again to download it afresh"
+        ) from None
     state = {key: value for key, value in state.items() if not key.startswith("heads.")}
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("heads.") for key in missing):
-        raise WeightsUnavailableError(f"{where.name} does not fit torchvision's vit_b_16 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WeightsUnavailableError(
+            f"{where.name} does not fit torchvision's vit_b_16 (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model
 
 

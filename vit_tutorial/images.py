@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +37,24 @@ def read_rgb(source: str | os.PathLike | bytes, name: str | None = None):
             raise ImageError(f"no image file at {path}; give the path of a PNG, JPEG or other image")
         opened = path
     try:
-        with Image.open(opened) as image:
-            image.load()
-            return as_rgb(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large but allowed: not worth a warning
+            with Image.open(opened) as image:
+                image.load()
+                return as_rgb(image)
     except Image.DecompressionBombError:
-        raise ImageError(f"{name} is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); give a smaller image") from None
+        problem = f"is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
+        raise _unreadable(name, problem, "give a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise ImageError(f"{name} is not a readable image ({type(error).__name__}); give a PNG, JPEG or other image file") from None
+        raise _unreadable(
+            name, f"is not a readable image ({type(error).__name__})", "give a PNG, JPEG or other image file"
+        ) from None
+
+
+def _unreadable(name: str, problem: str, advice: str) -> ImageError:
+    error = ImageError(f"{name} {problem}; {advice}")
+    error.problem = problem  # what went wrong, for callers that give their own advice
+    return error
 
 
 def as_rgb(image):
@@ -51,10 +63,12 @@ def as_rgb(image):
 
     if image.mode in HIGH_BIT_DEPTH:
         values = np.asarray(image, dtype=np.float64)
-        if image.mode == "F":
-            scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
-        else:
+        if image.mode != "F":
             scale = 255.0 / 65535.0  # 16-bit samples, also when Pillow holds them in a 32-bit "I" image
+        elif values.size and np.nanmax(values) <= 1.0:
+            scale = 255.0  # floats in [0, 1]
+        else:
+            scale = 1.0
         grey = np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -38,8 +38,24 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("vit", ViTConfig, "vit_tutorial.model", "ViT", "the book's Vision Transformer", True, True),
-        ModelSpec("resnet", ResNetConfig, "vit_tutorial.resnet", "ResNet", "ResNet-18 with a CIFAR stem (chapter 10)", True, False),
-        ModelSpec("vit_b_16", FineTuneConfig, "vit_tutorial.finetune", "FineTunedViT", "ImageNet ViT-B/16, fine-tuned (chapter 11)", False, True),
+        ModelSpec(
+            "resnet",
+            ResNetConfig,
+            "vit_tutorial.resnet",
+            "ResNet",
+            "ResNet-18 with a CIFAR stem (chapter 10)",
+            True,
+            False,
+        ),
+        ModelSpec(
+            "vit_b_16",
+            FineTuneConfig,
+            "vit_tutorial.finetune",
+            "FineTunedViT",
+            "ImageNet ViT-B/16, fine-tuned (chapter 11)",
+            False,
+            True,
+        ),
     )
 }
 FROM_SCRATCH: tuple[str, ...] = tuple(name for name, spec in MODELS.items() if spec.from_scratch)
@@ -56,7 +72,10 @@ def spec_for(config: Any) -> ModelSpec:
     for spec in MODELS.values():
         if isinstance(config, spec.config_class):
             return spec
-    raise TypeError(f"no model is built from a {type(config).__name__}; expected one of {[s.config_class.__name__ for s in MODELS.values()]}")
+    raise TypeError(
+        f"no model is built from a {type(config).__name__}; "
+        f"expected one of {[s.config_class.__name__ for s in MODELS.values()]}"
+    )
 
 
 def architecture_of(model: nn.Module) -> str:

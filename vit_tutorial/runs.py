@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import pretrained
 from .checkpoint import load_checkpoint, stored_architecture
 from .config import TrainConfig
 from .errors import CheckpointError
-from . import pretrained
 from .registry import spec_for
 
 RUNS_ENV = "VIT_TUTORIAL_RUNS"
@@ -27,7 +27,9 @@ def runs_dir() -> Path:
     return Path("runs")
 
 
-def find_finished_run(model_config: Any, train_config: TrainConfig, runs: str | Path | None = None) -> dict[str, Any] | None:
+def find_finished_run(
+    model_config: Any, train_config: TrainConfig, runs: str | Path | None = None
+) -> dict[str, Any] | None:
     """A finished run trained with exactly these configs: the shipped checkpoint, else `runs/*/best.pt`
     (default: `runs_dir()`).
 

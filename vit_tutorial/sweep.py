@@ -39,6 +39,7 @@ from .config import TrainConfig
 from .errors import VitTutorialError, first_line
 from .files import write_json, write_text
 from .registry import FROM_SCRATCH, spec_named
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOG = "log.txt"
 
@@ -56,8 +57,13 @@ class Recipe:
     overrides: dict[str, Any]  # what this recipe sets on top of the base
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "model_config": self.model_config.to_dict(),
-                "train_config": self.train_config.to_dict(), "overrides": self.overrides}  # fmt: skip
+        return {
+            "name": self.name,
+            "model": self.model,
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "overrides": self.overrides,
+        }
 
 
 def load_grid(path: str | os.PathLike) -> list[Recipe]:
@@ -66,7 +72,9 @@ def load_grid(path: str | os.PathLike) -> list[Recipe]:
     try:
         grid = _read_toml(path)
     except OSError as error:
-        raise GridError(f"cannot read grid {path} ({first_line(error)}); pass a TOML file of [base] and [recipes.NAME] tables") from None
+        raise GridError(
+            f"cannot read grid {path} ({first_line(error)}); pass a TOML file of [base] and [recipes.NAME] tables"
+        ) from None
     except ValueError as error:
         raise GridError(f"{path} is not valid TOML ({first_line(error)})") from None
     unknown = sorted(set(grid) - {"base", "recipes"})
@@ -94,7 +102,9 @@ def _recipe(path: Path, name: str, base: dict[str, Any], overrides: Any) -> Reci
         raise GridError(f"{where} must be a table of settings, got {overrides!r}")
     nested = [key for key, value in overrides.items() if isinstance(value, dict)]
     if nested:
-        raise GridError(f"{where}.{nested[0]} is a table, not a setting; a recipe name with a dot needs quotes: [recipes.\"a.b\"]")
+        raise GridError(
+            f'{where}.{nested[0]} is a table, not a setting; a recipe name with a dot needs quotes: [recipes."a.b"]'
+        )
     values = {**base, **overrides}
     model = values.pop("model", "vit")
     if model not in FROM_SCRATCH:
@@ -104,7 +114,9 @@ def _recipe(path: Path, name: str, base: dict[str, Any], overrides: Any) -> Reci
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - model_fields - train_fields)
     if unknown:
-        raise GridError(f"{where}: unknown setting(s) {unknown}; settings are TrainConfig fields, {model} fields or 'model'")
+        raise GridError(
+            f"{where}: unknown setting(s) {unknown}; settings are TrainConfig fields, {model} fields or 'model'"
+        )
     try:
         model_config = config_class(**{k: v for k, v in values.items() if k in model_fields})
         train_config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
@@ -124,8 +136,14 @@ class SweepOptions:
     compile: bool = False
 
 
-def run_sweep(grid: str | os.PathLike, out: str | os.PathLike, *, parallel: int = 1, options: SweepOptions = SweepOptions(),
-              log=print) -> list[dict[str, Any]]:  # fmt: skip
+def run_sweep(
+    grid: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    parallel: int = 1,
+    options: SweepOptions = SweepOptions(),
+    log=print,
+) -> list[dict[str, Any]]:
     """Train every recipe of `grid` that has not finished under `out`, then write the results; returns their rows."""
     if not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"parallel must be a positive number of workers, got {parallel!r}")
@@ -158,7 +176,9 @@ def run_sweep(grid: str | os.PathLike, out: str | os.PathLike, *, parallel: int 
         for process, handle in running.values():
             process.wait()
             handle.close()
-        raise VitTutorialError(f"interrupted; finished epochs are kept in {out}/NAME/last.pt: run the same sweep again to resume") from None
+        raise VitTutorialError(
+            f"interrupted; finished epochs are kept in {out}/NAME/last.pt: run the same sweep again to resume"
+        ) from None
     rows = collect_results(recipes, out)
     write_results(rows, out)
     return rows
@@ -172,9 +192,10 @@ def _start_worker(recipe: Recipe, folder: Path, options: SweepOptions, threads: 
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"recipe": recipe.to_dict(), "options": dataclasses.asdict(options), "folder": str(folder)}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "VIT_TUTORIAL_THREADS": str(threads)}
-    handle = open(folder / LOG, "a")
-    process = subprocess.Popen([sys.executable, "-m", "vit_tutorial.sweep", json.dumps(spec)],
-                               stdout=handle, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    handle = open(folder / LOG, "a")  # noqa: SIM115 (the worker writes to it until it ends; closed when reaped)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vit_tutorial.sweep", json.dumps(spec)], stdout=handle, stderr=subprocess.STDOUT, env=env
+    )
     return process, handle
 
 
@@ -198,11 +219,27 @@ def worker(spec: dict[str, Any]) -> None:
     recipe, options, folder = spec["recipe"], SweepOptions(**spec["options"]), Path(spec["folder"])
     model_config = spec_named(recipe["model"]).config_class.from_dict(recipe["model_config"])
     train_config = TrainConfig.from_dict(recipe["train_config"])
-    data = load_data(options.data, val_size=train_config.val_size, seed=train_config.seed, download=options.download,
-                     subset=options.subset)  # fmt: skip
-    print(f"{recipe['name']}: {data.provenance['description']} ({len(data.train)} train / {len(data.val)} val)", flush=True)
-    result = fit(build_model(model_config, train_config.seed), data, train_config, device=options.device, out_dir=folder,
-                 resume=(folder / "last.pt").is_file(), progress=False, compile=options.compile)  # fmt: skip
+    data = load_data(
+        options.data,
+        val_size=train_config.val_size,
+        seed=train_config.seed,
+        download=options.download,
+        subset=options.subset,
+    )
+    print(
+        f"{recipe['name']}: {data.provenance['description']} ({len(data.train)} train / {len(data.val)} val)",
+        flush=True,
+    )
+    result = fit(
+        build_model(model_config, train_config.seed),
+        data,
+        train_config,
+        device=options.device,
+        out_dir=folder,
+        resume=(folder / "last.pt").is_file(),
+        progress=False,
+        compile=options.compile,
+    )
     write_json(folder / "history.json", result.history)
 
 
@@ -222,18 +259,29 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
             row.update(status="failed", error=_last_line(folder / LOG))
             rows.append(row)
             continue
-        if best.get("train_config") != recipe.train_config.to_dict() or best.get("model_config") != recipe.model_config.to_dict():
-            row.update(status="failed", error=f"{folder} holds a run of another recipe; move it away to retrain this one")
+        if (
+            best.get("train_config") != recipe.train_config.to_dict()
+            or best.get("model_config") != recipe.model_config.to_dict()
+        ):
+            row.update(
+                status="failed", error=f"{folder} holds a run of another recipe; move it away to retrain this one"
+            )
             rows.append(row)
             continue
         history = best["history"]
         speeds = [h.get("train_images_per_second", h["images_per_second"]) for h in history]
         row.update(
-            status="finished", best_val_accuracy=best["best_val_accuracy"], best_epoch=best["best_epoch"],
-            epochs_run=best["epochs_run"], stopped_early=best["stopped_early"], wall_seconds=best["wall_seconds"],
-            images_per_second=sum(speeds) / len(speeds), hardware=best["hardware"], provenance=best["provenance"],
+            status="finished",
+            best_val_accuracy=best["best_val_accuracy"],
+            best_epoch=best["best_epoch"],
+            epochs_run=best["epochs_run"],
+            stopped_early=best["stopped_early"],
+            wall_seconds=best["wall_seconds"],
+            images_per_second=sum(speeds) / len(speeds),
+            hardware=best["hardware"],
+            provenance=best["provenance"],
             history=history,
-        )  # fmt: skip
+        )
         rows.append(row)
     return sorted(rows, key=lambda r: (r["status"] != "finished", -r.get("best_val_accuracy", 0.0)))
 
@@ -253,11 +301,14 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "(base)"
         if row["status"] == "finished":
             lines.append(
-                f"| {rank} | {row['recipe']} | {row['best_val_accuracy']:.4f} | {row['best_epoch']} | {row['epochs_run']} | "
+                f"| {rank} | {row['recipe']} | {row['best_val_accuracy']:.4f} | {row['best_epoch']} | "
+                f"{row['epochs_run']} | "
                 f"{_duration(row['wall_seconds'])} | {row['images_per_second']:,.0f} | {settings} |"
             )
         else:
-            lines.append(f"| {rank} | {row['recipe']} | failed: {row['error'].replace('|', '/')} | | | | | {settings} |")
+            lines.append(
+                f"| {rank} | {row['recipe']} | failed: {row['error'].replace('|', '/')} | | | | | {settings} |"
+            )
     write_text(out / "results.md", "\n".join(lines) + "\n")
     finished = [row for row in rows if row["status"] == "finished"]
     if finished:
@@ -265,12 +316,13 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def _worker_main(argv: list[str]) -> int:
-    """Entry point of a worker process: the traceback (for whoever reads the log) and then one line saying what failed."""
+    """Entry point of a worker process: on failure, the traceback (for whoever reads the log) and then one line
+    saying what failed."""
     import traceback
 
     try:
         worker(json.loads(argv[0]))
-    except Exception as error:  # any failure ends this recipe only; the sweep reports it and goes on
+    except Exception as error:  # noqa: BLE001 (any failure ends this recipe only; the sweep reports it and goes on)
         traceback.print_exc()
         print(f"error: {first_line(error, 240)}", flush=True)
         return 1

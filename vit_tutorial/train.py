@@ -47,7 +47,9 @@ def select_device(preferred: str | torch.device | None = None) -> torch.device:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {preferred!r} was asked for but CUDA is not available; use --device cpu or auto")
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device {preferred!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise ValueError(
+                f"device {preferred!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
         if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise ValueError(f"device {preferred!r} was asked for but MPS is not available; use --device cpu or auto")
         if device.type not in ("cpu", "cuda", "mps"):
@@ -118,7 +120,11 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        pairs = [(a, w) for a, w in zip(self.model.state_dict().values(), model.state_dict().values()) if a.is_floating_point()]
+        pairs = [
+            (a, w)
+            for a, w in zip(self.model.state_dict().values(), model.state_dict().values())
+            if a.is_floating_point()
+        ]
         self._average, self._live = [a for a, _ in pairs], [w for _, w in pairs]
 
     @torch.no_grad()
@@ -163,14 +169,23 @@ def _training_batches(split: Split, config: TrainConfig, device: torch.device, g
     erased and mixed. Targets are the labels, or soft labels (B, num_classes) with mixup or cutmix."""
     drop_last = len(split) >= config.batch_size
     for images, labels in batches(
-        split, config.batch_size, device=device, shuffle=True, augment=config.augment, generator=generator,
-        drop_last=drop_last, randaugment_n=config.randaugment_n, randaugment_m=config.randaugment_m,
-    ):  # fmt: skip
+        split,
+        config.batch_size,
+        device=device,
+        shuffle=True,
+        augment=config.augment,
+        generator=generator,
+        drop_last=drop_last,
+        randaugment_n=config.randaugment_n,
+        randaugment_m=config.randaugment_m,
+    ):
         if config.random_erasing > 0:
             images = random_erasing(images, config.random_erasing, generator)
         targets = labels
         if config.mixup > 0 or config.cutmix > 0:
-            images, targets = mix_batch(images, labels, len(CLASSES), mixup=config.mixup, cutmix=config.cutmix, generator=generator)
+            images, targets = mix_batch(
+                images, labels, len(CLASSES), mixup=config.mixup, cutmix=config.cutmix, generator=generator
+            )
         yield images, targets, labels
 
 
@@ -185,9 +200,24 @@ class TrainStep:
 
     WARMUP_STEPS = 3
 
-    def __init__(self, model, forward, optimizer, config: TrainConfig, device: torch.device, ema: EMA | None = None,
-                 graph: bool = False) -> None:  # fmt: skip
-        self.model, self.forward, self.optimizer, self.config, self.device, self.ema = model, forward, optimizer, config, device, ema
+    def __init__(
+        self,
+        model,
+        forward,
+        optimizer,
+        config: TrainConfig,
+        device: torch.device,
+        ema: EMA | None = None,
+        graph: bool = False,
+    ) -> None:
+        self.model, self.forward, self.optimizer, self.config, self.device, self.ema = (
+            model,
+            forward,
+            optimizer,
+            config,
+            device,
+            ema,
+        )
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
@@ -242,7 +272,9 @@ class TrainStep:
             self._step(*self._static)  # recorded, not run: the replay that follows runs it
 
 
-def _train_epoch(step: TrainStep, split: Split, config: TrainConfig, device: torch.device, generator, bar, scheduler) -> tuple[float, float, int]:
+def _train_epoch(
+    step: TrainStep, split: Split, config: TrainConfig, device: torch.device, generator, bar, scheduler
+) -> tuple[float, float, int]:
     """Train one epoch through `step`; with a CUDA graph the epoch's batches are prepared first, so that no
     host synchronisation (mixup's draws) falls between two replays."""
     step.model.train()
@@ -300,8 +332,16 @@ def fit(
     ema = EMA(model, config.ema) if config.ema > 0 else None
     evaluated = ema.model if ema is not None else model  # what validation sees and what is kept as best
     model_config = getattr(model, "config", None)
-    state = {"epoch": 0, "history": [], "best_val_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0,
-             "best_model": _cpu_copy(evaluated), "wall_seconds": 0.0, "config_changes": []}  # fmt: skip
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_val_accuracy": -1.0,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "best_model": _cpu_copy(evaluated),
+        "wall_seconds": 0.0,
+        "config_changes": [],
+    }
     if resume:
         state = _restore(out_dir, model, optimizer, scheduler, ema, config, data, state)
     elif out_dir is not None:
@@ -326,8 +366,12 @@ def fit(
         state["history"].append(record)
         state["wall_seconds"] += record["seconds"]
         if record["val_accuracy"] > state["best_val_accuracy"]:
-            state.update(best_val_accuracy=record["val_accuracy"], best_epoch=epoch + 1, bad_epochs=0,
-                         best_model=_cpu_copy(evaluated))  # fmt: skip
+            state.update(
+                best_val_accuracy=record["val_accuracy"],
+                best_epoch=epoch + 1,
+                bad_epochs=0,
+                best_model=_cpu_copy(evaluated),
+            )
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -338,19 +382,38 @@ def fit(
             )
         if out_dir is not None:
             extra = {"ema": ema.model.state_dict()} if ema is not None else {}
-            save_checkpoint(out_dir / LAST, {
-                **common, **state, **extra, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            })  # fmt: skip
+            save_checkpoint(
+                out_dir / LAST,
+                {
+                    **common,
+                    **state,
+                    **extra,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                },
+            )
 
     model.load_state_dict(state["best_model"])
-    info = {**common, "best_val_accuracy": state["best_val_accuracy"], "wall_seconds": state["wall_seconds"],
-            "epochs_run": state["epoch"], "stopped_early": stopped_early, "config_changes": state["config_changes"]}  # fmt: skip
+    info = {
+        **common,
+        "best_val_accuracy": state["best_val_accuracy"],
+        "wall_seconds": state["wall_seconds"],
+        "epochs_run": state["epoch"],
+        "stopped_early": stopped_early,
+        "config_changes": state["config_changes"],
+    }
     best_path = None
     if out_dir is not None:
-        best_path = save_checkpoint(out_dir / BEST, {
-            **info, "model": state["best_model"], "history": state["history"], "best_epoch": state["best_epoch"],
-        })  # fmt: skip
+        best_path = save_checkpoint(
+            out_dir / BEST,
+            {
+                **info,
+                "model": state["best_model"],
+                "history": state["history"],
+                "best_epoch": state["best_epoch"],
+            },
+        )
     return FitResult(model, state["history"], state["best_epoch"], stopped_early, best_path, info)
 
 
@@ -389,18 +452,25 @@ def _check_finite(record: dict[str, float], model: nn.Module, epoch: int, out_di
         kept = f"{last} still holds the last good epoch ({load_checkpoint(last)['epoch']})"
         advice = "continue from it with --resume and a lower --lr (or a --grad-clip)"
     elif last is not None:
-        kept, advice = "no epoch finished, so no checkpoint was written", "start again with a lower --lr (or a --grad-clip)"
+        kept, advice = (
+            "no epoch finished, so no checkpoint was written",
+            "start again with a lower --lr (or a --grad-clip)",
+        )
     else:
         kept, advice = "nothing was being saved", "train again with a lower learning rate or gradient clipping"
     raise TrainingDivergedError(f"{what} in epoch {epoch + 1}; {kept}; {advice}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step warmup then cosine (or constant), as `lr_factor` describes."""
     schedule = partial(
-        lr_factor, warmup_steps=config.warmup_epochs * steps_per_epoch,
-        total_steps=config.epochs * steps_per_epoch, schedule=config.schedule,
-    )  # fmt: skip
+        lr_factor,
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+        total_steps=config.epochs * steps_per_epoch,
+        schedule=config.schedule,
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
@@ -412,7 +482,9 @@ def _epoch(step: TrainStep, evaluated, train, val, scheduler, config, device, ep
     generator = torch.Generator(device=train.labels.device).manual_seed(config.seed * 100_003 + epoch)
     torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and stochastic depth
     lr = float(step.optimizer.param_groups[0]["lr"])
-    bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
+    bar = (
+        tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
+    )
     try:
         train_loss, train_acc, seen = _train_epoch(step, train, config, device, generator, bar, scheduler)
     finally:
@@ -422,10 +494,16 @@ def _epoch(step: TrainStep, evaluated, train, val, scheduler, config, device, ep
     val_loss, val_acc = validate(evaluated, val, device)
     seconds = time.perf_counter() - started
     return {
-        "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
-        "val_loss": val_loss, "val_accuracy": val_acc, "seconds": seconds, "images_per_second": seen / seconds,
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_accuracy": train_acc,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "seconds": seconds,
+        "images_per_second": seen / seconds,
         "train_images_per_second": seen / train_seconds,
-    }  # fmt: skip
+    }
 
 
 def _restore(out_dir, model, optimizer, scheduler, ema, config, data, default_state) -> dict:
@@ -436,16 +514,26 @@ def _restore(out_dir, model, optimizer, scheduler, ema, config, data, default_st
         raise CheckpointError(f"nothing to resume: no {LAST} in {out_dir}; start without --resume")
     payload = load_checkpoint(path)
     stored = _stored_config(TrainConfig, payload.get("train_config"))
-    changes = {} if stored is None else {k: [getattr(stored, k), getattr(config, k)] for k in RESUMABLE_CHANGES
-                                         if getattr(stored, k) != getattr(config, k)}  # fmt: skip
+    changes = (
+        {}
+        if stored is None
+        else {
+            k: [getattr(stored, k), getattr(config, k)]
+            for k in RESUMABLE_CHANGES
+            if getattr(stored, k) != getattr(config, k)
+        }
+    )
     if stored is None or stored.replace(**{k: getattr(config, k) for k in changes}) != config:
         raise CheckpointError(
             f"{path} was written with another training configuration; resume with the same options "
-            f"(only {' and '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} may change) or use a new --out"
+            f"(only {' and '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} may change) "
+            f"or use a new --out"
         )
     model_config = getattr(model, "config", None)
     if model_config is not None and _stored_config(type(model_config), payload.get("model_config")) != model_config:
-        raise CheckpointError(f"{path} holds another model configuration; resume with the same options or use a new --out")
+        raise CheckpointError(
+            f"{path} holds another model configuration; resume with the same options or use a new --out"
+        )
     _check_same_data(path, payload.get("provenance") or {}, data.provenance)
     try:
         model.load_state_dict(payload["model"])
@@ -478,13 +566,17 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, scheduler, config: Tra
 DATA_IDENTITY = ("source", "fingerprint", "val_size", "split_seed", "subset")
 
 
+def _then_now(key: str, stored: dict, current: dict) -> str:
+    return f"{key}: {stored.get(key)!r} then, {current.get(key)!r} now"
+
+
 def _check_same_data(path: Path, stored: dict, current: dict) -> None:
     """A run resumes on the data it started with: another data set, split or subset would change what the
     validation accuracy measures halfway through."""
     differing = [key for key in DATA_IDENTITY if stored.get(key) != current.get(key)]
     if differing:
         raise CheckpointError(
-            f"{path} was trained on other data ({', '.join(f'{k}: {stored.get(k)!r} then, {current.get(k)!r} now' for k in differing)}); "
+            f"{path} was trained on other data ({', '.join(_then_now(k, stored, current) for k in differing)}); "
             f"resume with the same data options (--data, --subset, --val-size, --seed) or use a new --out"
         )
 

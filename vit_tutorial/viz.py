@@ -67,8 +67,13 @@ def bar_chart(
     width = 0.8 / len(series)
     for i, (name, row) in enumerate(series.items()):
         offset = (i - (len(series) - 1) / 2) * width
-        bars = ax.bar([k + offset for k in range(len(row))], row, width=width, label=name or None,
-                      color=None if name else "#4c72b0")  # fmt: skip
+        bars = ax.bar(
+            [k + offset for k in range(len(row))],
+            row,
+            width=width,
+            label=name or None,
+            color=None if name else "#4c72b0",
+        )
         ax.bar_label(bars, fmt="%g", fontsize=7 if len(series) > 1 else 8)
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -92,8 +97,16 @@ def patch_grid(image: torch.Tensor, patch_size: int) -> Figure:
         ax.axvline(k * patch_size, color="white", lw=1.5)
     for k in range(grid * grid):
         row, col = divmod(k, grid)
-        ax.text((col + 0.5) * patch_size, (row + 0.5) * patch_size, str(k), color="yellow",
-                ha="center", va="center", fontsize=max(6, 40 // grid), weight="bold")  # fmt: skip
+        ax.text(
+            (col + 0.5) * patch_size,
+            (row + 0.5) * patch_size,
+            str(k),
+            color="yellow",
+            ha="center",
+            va="center",
+            fontsize=max(6, 40 // grid),
+            weight="bold",
+        )
     ax.set_title(f"{size}x{size} image, {grid}x{grid} patches of {patch_size}x{patch_size}")
     ax.set_axis_off()
     axes = right.subplots(grid, grid, squeeze=False)
@@ -131,8 +144,19 @@ def matrix_figure(
         ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     if annotate:
         threshold = values.max().item() / 2
-        for (i, j), value in zip(torch.cartesian_prod(torch.arange(values.shape[0]), torch.arange(values.shape[1])).tolist(), values.flatten().tolist()):
-            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=6, color="white" if value < threshold else "black")
+        for (i, j), value in zip(
+            torch.cartesian_prod(torch.arange(values.shape[0]), torch.arange(values.shape[1])).tolist(),
+            values.flatten().tolist(),
+        ):
+            ax.text(
+                j,
+                i,
+                f"{value:g}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if value < threshold else "black",
+            )
     ax.set_title(title)
     return figure
 
@@ -174,7 +198,12 @@ def line_plot(
     ax = figure.subplots()
     for name, values in series.items():
         xs = x[name] if isinstance(x, Mapping) else x
-        ax.plot(xs if xs is not None else range(1, len(values) + 1), values, label=name, marker="o" if len(values) < 8 else None)
+        ax.plot(
+            xs if xs is not None else range(1, len(values) + 1),
+            values,
+            label=name,
+            marker="o" if len(values) < 8 else None,
+        )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -198,7 +227,9 @@ def _heatmap(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return overlay_steps(image, grid)["normalised"]
 
 
-def attention_triptych(image: torch.Tensor, grid: torch.Tensor, *, amplify: float = 2.0, title: str = "", cmap: str = "inferno") -> Figure:
+def attention_triptych(
+    image: torch.Tensor, grid: torch.Tensor, *, amplify: float = 2.0, title: str = "", cmap: str = "inferno"
+) -> Figure:
     """Image | attention heatmap | overlay, for one (g, g) attention grid."""
     figure = Figure(figsize=(7.5, 2.8), layout="constrained")
     axes = figure.subplots(1, 3)
@@ -230,7 +261,14 @@ def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: in
     return figure
 
 
-def layers_figure(image: torch.Tensor, attentions: torch.Tensor, *, amplify: float = 2.0, head: int | None = None, rollout: bool = True) -> Figure:
+def layers_figure(
+    image: torch.Tensor,
+    attentions: torch.Tensor,
+    *,
+    amplify: float = 2.0,
+    head: int | None = None,
+    rollout: bool = True,
+) -> Figure:
     """CLS attention in every layer (top: heatmaps, bottom: overlays), plus rollout as the last column."""
     depth = attentions.shape[0]
     grids = [cls_attention(attentions, layer=i, head=head) for i in range(depth)]
@@ -249,7 +287,9 @@ def layers_figure(image: torch.Tensor, attentions: torch.Tensor, *, amplify: flo
 def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
     """Each head's CLS attention in one layer, and their mean (top: heatmaps, bottom: overlays)."""
     heads = attentions.shape[1]
-    grids = [cls_attention(attentions, layer=layer, head=h) for h in range(heads)] + [cls_attention(attentions, layer=layer)]
+    grids = [cls_attention(attentions, layer=layer, head=h) for h in range(heads)] + [
+        cls_attention(attentions, layer=layer)
+    ]
     titles = [f"head {h + 1}" for h in range(heads)] + ["mean"]
     figure = Figure(figsize=(1.5 * len(grids), 3.2), layout="constrained")
     axes = figure.subplots(2, len(grids), squeeze=False)
@@ -261,8 +301,12 @@ def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = 
     return figure
 
 
-def compare_maps(images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0) -> Figure:
-    """One column per image: the image on top, then the overlay of each named (B, g, g) map (e.g. last layer vs rollout)."""
+def compare_maps(
+    images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0
+) -> Figure:
+    """One column per image: the image on top, then the overlay of each named (B, g, g) map.
+
+    For example the last layer against the rollout."""
     n = images.shape[0]
     figure = Figure(figsize=(1.45 * n + 0.9, 1.55 * (1 + len(grids))), layout="constrained")
     axes = figure.subplots(1 + len(grids), n, squeeze=False)
@@ -280,7 +324,9 @@ def compare_maps(images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles
     return figure
 
 
-def attention_gif(image: torch.Tensor, attentions: torch.Tensor, path, *, amplify: float = 2.0, seconds_per_frame: float = 0.6):
+def attention_gif(
+    image: torch.Tensor, attentions: torch.Tensor, path, *, amplify: float = 2.0, seconds_per_frame: float = 0.6
+):
     """Write an animated GIF: one frame per layer, showing the overlay of each head and of their mean.
 
     Returns the path written.
