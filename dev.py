@@ -46,19 +46,15 @@ def build_book() -> None:
     print(f"book: {ROOT / '_build' / '_build' / 'html' / 'index.html'}")
 
 
+def lint() -> None:
+    sh(BIN / "ruff", "check", ".")
+    sh(BIN / "ruff", "format", "--check", ".")
+
+
 def run_tests(extra: list[str]) -> None:
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
-    sh(
-        PYTHON,
-        "-m",
-        "pytest",
-        "tests",
-        *notebooks,
-        "--nbval-lax",
-        "--nbval-current-env",
-        *extra,
-        VIT_TUTORIAL_QUICK="1",
-    )
+    pytest = [PYTHON, "-m", "pytest", "tests", *notebooks, "--nbval-lax", "--nbval-current-env", "--durations=15"]
+    sh(*pytest, *extra, VIT_TUTORIAL_QUICK="1")
 
 
 def main() -> None:
