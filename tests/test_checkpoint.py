@@ -72,3 +72,38 @@ def test_load_pretrained_explains_when_no_checkpoint_is_shipped(monkeypatch, tmp
     loaded = pretrained.load_pretrained()
     assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
     assert pretrained.pretrained_info()["history"] == [{"epoch": 1}]
+
+
+def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_path, monkeypatch, fake_data):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from vit_tutorial import TrainConfig, pretrained
+    from vit_tutorial.evaluate import evaluate
+    from vit_tutorial.registry import build_model
+    from vit_tutorial.train import fit
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).parents[1] / "tools" / "ship_pretrained.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    shipped = tmp_path / "pretrained" / "vit_cifar10.pt"
+    monkeypatch.setattr(ship, "PRETRAINED", shipped)
+    monkeypatch.setattr(pretrained, "PRETRAINED", shipped)
+    config = TrainConfig(epochs=1, batch_size=50, warmup_epochs=0, val_size=60)
+    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    metrics = {**evaluate(result.model, fake_data.test), "provenance": fake_data.provenance}
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match="measured on 60 images"):
+        ship.ship(tmp_path / "run", "")  # a full test-set score is required
+    metrics["num_images"] = 10_000
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
+    ship.ship(tmp_path / "run", "a tiny run")
+    info = pretrained.pretrained_info()
+    assert info["architecture"] == "vit" and info["note"] == "a tiny run" and "root" not in info["provenance"]
+    assert info["history"] == result.history and info["test_metrics"]["num_images"] == 10_000
+    before = shipped.read_bytes()
+    monkeypatch.setattr(ship, "LIMIT", 1000)
+    with pytest.raises(ValueError, match="over the 1,000 limit; the shipped one is unchanged"):
+        ship.ship(tmp_path / "run", "too big")
+    assert shipped.read_bytes() == before and not list(shipped.parent.glob("*.staged"))

@@ -4,17 +4,20 @@
 
 Keeps the best weights (float32), both configs, the history, the data provenance (without the local
 path), the hardware, the wall time and the test metrics from the run's metrics.json; drops the
-optimiser state. Refuses a run without metrics or a result over 10 MB.
+optimiser state. Refuses a run without full test-set metrics, a model other than the ViT, or a result
+over 10 MB, and leaves the shipped checkpoint as it was when it refuses.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
+from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint, stored_architecture
+from vit_tutorial.errors import VitTutorialError, first_line
 from vit_tutorial.pretrained import PRETRAINED
 
 LIMIT = 10 * 1000 * 1000
@@ -25,34 +28,40 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run folder holding best.pt and metrics.json")
     parser.add_argument("--note", default="", help="a sentence on how the run was made")
     args = parser.parse_args()
-    best = load_checkpoint(args.run / "best.pt")
-    metrics = json.loads((args.run / "metrics.json").read_text())
+    try:
+        ship(args.run, args.note)
+    except (VitTutorialError, ValueError, OSError) as error:
+        sys.exit(f"ship_pretrained: {first_line(error)}")
+
+
+def ship(run: Path, note: str) -> None:
+    best = load_checkpoint(run / "best.pt")
+    if stored_architecture(best) != "vit":
+        raise ValueError(f"{run} holds a {stored_architecture(best)} model; the package ships the book's ViT only")
+    metrics = json.loads((run / "metrics.json").read_text())
+    if metrics.get("provenance", {}).get("subset") or metrics.get("num_images") != 10_000:
+        raise ValueError(
+            f"{run}/metrics.json was measured on {metrics.get('num_images')} images; ship a full test-set score"
+        )
     provenance = {k: v for k, v in best["provenance"].items() if k != "root"}
-    keep = (
-        "model_config",
-        "train_config",
-        "model",
-        "history",
-        "best_epoch",
-        "best_val_accuracy",
-        "hardware",
-        "wall_seconds",
-        "epochs_run",
-        "stopped_early",
-    )
-    payload = {key: best[key] for key in keep}
+    keep = ("architecture", "model_config", "train_config", "model", "history", "best_epoch", "best_val_accuracy",
+            "hardware", "wall_seconds", "epochs_run", "stopped_early", "config_changes")  # fmt: skip
+    payload = {key: best[key] for key in keep if key in best}
     payload.update(
         provenance=provenance,
-        note=args.note,
+        note=note,
         test_metrics={
             k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")
         },
     )
-    save_checkpoint(PRETRAINED, payload)
-    size = PRETRAINED.stat().st_size
+    staged = save_checkpoint(PRETRAINED.with_name(PRETRAINED.name + ".staged"), payload)
+    size = staged.stat().st_size
     if size > LIMIT:
-        PRETRAINED.unlink()
-        sys.exit(f"the checkpoint would be {size:,} bytes, over the {LIMIT:,} limit; nothing shipped")
+        staged.unlink()
+        raise ValueError(
+            f"the checkpoint would be {size:,} bytes, over the {LIMIT:,} limit; the shipped one is unchanged"
+        )
+    os.replace(staged, PRETRAINED)  # the old checkpoint stays until the new one is whole and within the limit
     print(
         f"wrote {PRETRAINED} ({size:,} bytes): test accuracy {metrics['accuracy']:.4f}, best epoch {best['best_epoch']}"
     )
