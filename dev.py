@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Set-up and checks with nothing but Python: `python3 dev.py test` or `python3 dev.py book`.
+"""Set-up and checks with nothing but Python: `python3 dev.py test`, `book` or `execute [chapter ...]`.
 
-Both create `.venv/` in the checkout when it is missing and install the project into it
-(again only when pyproject.toml changed), then run inside it. `test` lints (ruff), builds the
-book, and runs the unit tests and every notebook in quick mode.
+Each creates `.venv/` in the checkout when it is missing and installs the project into it (again only
+when pyproject.toml changed), then runs inside it. `test` lints (ruff), builds the book, and runs the
+unit tests and every notebook in quick mode; `book` builds the HTML book; `execute` re-runs chapters in
+full mode (the data must be where the package looks for it) and stores their outputs for the book.
 """
 
 from __future__ import annotations
@@ -57,13 +58,39 @@ def run_tests(extra: list[str]) -> None:
     sh(*pytest, *extra, VIT_TUTORIAL_QUICK="1")
 
 
+def execute(chapters: list[str]) -> None:
+    """Run chapters top to bottom in full mode and store their outputs (all of them when none are named)."""
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if chapters:
+        paths = [p for p in paths if any(p.name.startswith(c) or p.stem == c for c in chapters)]
+        if not paths:
+            sys.exit(f"no notebook matches {chapters}; name them by number (06) or file name (06_training)")
+    for path in paths:
+        print(f"executing {path.relative_to(ROOT)} in full mode", flush=True)
+        sh(
+            BIN / "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--inplace",
+            "--ExecutePreprocessor.timeout=3600",
+            path.relative_to(ROOT),
+            VIT_TUTORIAL_QUICK="0",
+        )
+
+
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command not in ("test", "book"):
-        sys.exit("usage: python3 dev.py test [pytest options] | python3 dev.py book")
+    if command not in ("test", "book", "execute"):
+        sys.exit(
+            "usage: python3 dev.py test [pytest options] | python3 dev.py book | python3 dev.py execute [chapter ...]"
+        )
     ensure_environment()
     if command == "book":
         build_book()
+    elif command == "execute":
+        execute(sys.argv[2:])
     else:
         lint()
         build_book()

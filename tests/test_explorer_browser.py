@@ -9,6 +9,7 @@ import torch
 
 from vit_tutorial import ViT
 from vit_tutorial.attention import attention_overlay
+from vit_tutorial.data import CLASSES
 from vit_tutorial.explorer import attention_maps, static_explorer_html
 
 from .conftest import TINY, make_split
@@ -124,3 +125,107 @@ def test_explorer_in_the_built_book(page):
         assert pixels(page, "overlay") != before, control
     unexplained = [p for p in page.problems if not p.startswith("Failed to load resource")]
     assert unexplained == [] and len(page.problems) - len(unexplained) <= len(external)
+
+
+@pytest.mark.skipif(not BOOK_PAGE.is_file(), reason="the book is not built (python3 dev.py book)")
+def test_the_built_book_classifies_a_readers_image(page, tmp_path):
+    from PIL import Image
+
+    assert (BOOK_PAGE.parent.parent / "_static" / "vit-weights.js").is_file(), "the build wrote no weights"
+    page.goto(BOOK_PAGE.as_uri())
+    page.wait_for_selector(".vit-explorer[data-renders]", timeout=20_000)
+    picture = Image.new("RGB", (300, 200), (30, 90, 200))
+    picture.paste((240, 240, 240), (100, 60, 200, 140))
+    picture.save(tmp_path / "photo.png")
+    page.set_input_files('[data-control="upload"]', str(tmp_path / "photo.png"))
+    page.wait_for_function("document.querySelector('.vit-explorer .caption').textContent.includes('your image')")
+    assert "Classified in" in page.inner_text(".vit-explorer .status")
+
+
+def _model_page(tmp_path, model, split):
+    from vit_tutorial.browser import WEIGHTS_SCRIPT, write_browser_weights
+
+    write_browser_weights(model, tmp_path / "static" / WEIGHTS_SCRIPT)
+    html = static_explorer_html(model, split, per_class=1, weights_url=f"static/{WEIGHTS_SCRIPT}")
+    (tmp_path / "explorer.html").write_text(f"<!doctype html><html><body>{html}</body></html>")
+    return (tmp_path / "explorer.html").as_uri()
+
+
+@pytest.fixture(scope="module")
+def book_model():
+    """The shipped model when there is one (the real shapes), else an untrained full-size ViT."""
+    from vit_tutorial import ViTConfig, load_pretrained, pretrained_available
+
+    torch.manual_seed(0)
+    return load_pretrained() if pretrained_available() else ViT(ViTConfig()).eval()
+
+
+def test_the_browser_model_equals_pytorch(page, tmp_path, book_model, capsys):
+    from vit_tutorial.browser import half_precision
+    from vit_tutorial.data import normalize
+
+    split = make_split(20)
+    noise = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    images = torch.cat([split.images[:3], noise])
+    page.goto(_model_page(tmp_path, book_model, split))
+    page.wait_for_selector(".vit-explorer[data-renders]")
+    reference = half_precision(book_model)
+    with torch.no_grad():
+        logits, attentions = reference(normalize(images), return_attention=True)
+    timings = []
+    for k, image in enumerate(images):
+        result = page.evaluate(
+            """async (rgb) => {
+                const data = new ImageData(32, 32);
+                for (let p = 0; p < 1024; p++) { data.data.set([rgb[3*p], rgb[3*p+1], rgb[3*p+2], 255], 4*p); }
+                const started = performance.now();
+                const out = await window.vitTutorial.classify(data);
+                return {probabilities: Array.from(out.probabilities), attentions: Array.from(out.attentions),
+                        shape: out.shape, forward: out.milliseconds, total: performance.now() - started};
+            }""",
+            image.permute(1, 2, 0).flatten().tolist(),
+        )
+        assert result["shape"] == list(attentions.shape[1:])
+        probabilities = torch.tensor(result["probabilities"])
+        assert (probabilities - logits[k].softmax(-1)).abs().max() < 1e-3, k
+        assert (torch.tensor(result["attentions"]).reshape(attentions.shape[1:]) - attentions[k]).abs().max() < 1e-3, k
+        timings.append((result["forward"], result["total"]))
+    with capsys.disabled():
+        print(f"\nbrowser ViT: first classify {timings[0][1]:.0f} ms (loading the weights included); "
+              f"then {sorted(t[0] for t in timings[1:])[len(timings) // 2 - 1]:.0f} ms per image (median)")
+    assert page.problems == []
+
+
+def test_an_uploaded_image_is_classified_and_a_non_image_is_refused(page, tmp_path, book_model):
+    from PIL import Image
+
+    from vit_tutorial.browser import half_precision
+    from vit_tutorial.data import normalize
+
+    split = make_split(20)
+    page.goto(_model_page(tmp_path, book_model, split))
+    page.wait_for_selector(".vit-explorer[data-renders]")
+    image = split.images[7]
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "mine.png")
+    page.set_input_files('[data-control="upload"]', str(tmp_path / "mine.png"))
+    page.wait_for_function("document.querySelector('[data-control=\"image\"]').value === 'upload:0'")
+    page.wait_for_function("document.querySelector('.vit-explorer .caption').textContent.includes('your image')")
+    with torch.no_grad():
+        expected = half_precision(book_model)(normalize(image[None])).softmax(-1)[0]
+    name, percent = page.evaluate(
+        """() => { const cells = document.querySelectorAll('.vit-explorer .prediction tr:nth-child(2) td');
+                   return [cells[0].textContent, parseFloat(cells[2].textContent)]; }"""
+    )
+    best = int(expected.argmax())
+    assert name == CLASSES[best]
+    assert abs(percent - 100 * expected[best].item()) < 0.06
+    for control, value in [("layer", "0"), ("head", "2"), ("layer", str(book_model.config.depth))]:
+        before = pixels(page, "overlay")
+        change(page, control, value)
+        assert pixels(page, "overlay") != before or control == "head", control
+
+    (tmp_path / "notes.txt").write_text("not a picture")
+    page.set_input_files('[data-control="upload"]', str(tmp_path / "notes.txt"))
+    page.wait_for_selector(".vit-explorer .status.problem")
+    assert "not an image" in page.inner_text(".vit-explorer .status")
+    assert page.problems == []

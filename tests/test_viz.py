@@ -10,6 +10,7 @@ from vit_tutorial.viz import (
     class_samples,
     compare_maps,
     heads_figure,
+    image_rows,
     layers_figure,
     matrix_figure,
     overlay_pipeline,
@@ -48,6 +49,9 @@ def test_gif_is_written_with_one_frame_per_layer(tmp_path):
 def test_other_figures_are_figures():
     split = make_split(40)
     assert isinstance(class_samples(split, per_class=2), Figure)
+    rows = image_rows({"original": split.images[:4], "flipped": split.images[:3].flip(-1)})
+    assert len(rows.axes) == 2 * 4 and [ax.get_ylabel() for ax in rows.axes[::4]] == ["original", "flipped"]
+    assert len(rows.axes[7].images) == 0  # the shorter row leaves its last panel empty
     assert len(patch_grid(split.images[0], 8).axes) == 1 + 16
     assert isinstance(matrix_figure(torch.rand(5, 5), annotate=True), Figure)
     assert len(position_similarity(torch.randn(16, 8), 4).axes) == 16 + 1
@@ -62,3 +66,18 @@ def test_grouped_bars_and_lines_with_their_own_x():
     assert ax.patches[0].get_x() < ax.patches[2].get_x() < ax.patches[1].get_x()  # side by side within a class
     lines = line_plot({"a": [1, 2, 3], "b": [1, 2]}, x={"a": [0, 10, 20], "b": [5, 50]})
     assert list(lines.axes[0].lines[1].get_xdata()) == [5, 50]
+
+
+def test_diagrams_carry_the_configs_shapes():
+    from vit_tutorial import ViTConfig
+    from vit_tutorial.diagrams import attention_diagram, block_diagram, vit_diagram
+
+    def texts(figure):
+        return " ".join(t.get_text() for t in figure.axes[0].texts) + figure.axes[0].get_title()
+
+    card = texts(vit_diagram())
+    assert "16 patches of 8×8" in card and "17×128" in card and "12 × pre-norm" in card and "128 → 10" in card
+    small = ViTConfig(patch_size=4, dim=64, depth=3, heads=2, mlp_dim=96)
+    assert "65×64" in texts(vit_diagram(small)) and "3 × pre-norm" in texts(vit_diagram(small))
+    assert "64 → 96 → 64" in texts(block_diagram(small)) and "2 heads of 32" in texts(block_diagram(small))
+    assert "65×65" in texts(attention_diagram(small)) and "√32" in texts(attention_diagram(small))

@@ -249,13 +249,35 @@ def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
 
 
 def static_explorer_html(
-    model: nn.Module, split: Split, *, per_class: int = 10, seed: int = 0, indices: list[int] | None = None
+    model: nn.Module,
+    split: Split,
+    *,
+    per_class: int = 10,
+    seed: int = 0,
+    indices: list[int] | None = None,
+    weights_url: str | None = None,
+    start_layer: int | None = None,
 ) -> str:
-    """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps."""
+    """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps.
+
+    With `weights_url` (where `vit_tutorial.browser.write_browser_weights` put the model's weights script,
+    relative to the page), the explorer also classifies the reader's own image in the browser with the
+    JavaScript port of the model. `start_layer` (0-based) is the layer it opens on; default the last.
+    """
     indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
     data = explorer_data(model, split, indices)
-    script = resources.files("vit_tutorial").joinpath("explorer_assets/explorer.js").read_text()
-    style = resources.files("vit_tutorial").joinpath("explorer_assets/explorer.css").read_text()
+    if start_layer is not None:
+        if not 0 <= start_layer < model.config.depth:
+            raise ValueError(f"start_layer must be in [0, {model.config.depth - 1}], got {start_layer}")
+        data["start_layer"] = start_layer
+    assets = resources.files("vit_tutorial").joinpath("explorer_assets")
+    script = assets.joinpath("explorer.js").read_text()
+    if weights_url is not None:
+        from .browser import browser_payload
+
+        data["model"] = {"url": weights_url, "digest": browser_payload(model)["digest"]}
+        script = assets.joinpath("vit.js").read_text() + "\n" + script
+    style = assets.joinpath("explorer.css").read_text()
     root = f"vit-explorer-{uuid.uuid4().hex[:8]}"
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (

@@ -57,6 +57,23 @@ def class_samples(split: Split, per_class: int = 8, seed: int = 0) -> Figure:
     return figure
 
 
+def image_rows(rows: Mapping[str, torch.Tensor], *, size: float = 1.0, label_width: float = 1.6) -> Figure:
+    """One row per entry, its name on the left: rows of images (N, 3, H, W), uint8 or float in [0, 1]."""
+    ncols = max(images.shape[0] for images in rows.values())
+    figure = Figure(figsize=(ncols * size + label_width, len(rows) * size), layout="constrained")
+    axes = figure.subplots(len(rows), ncols, squeeze=False)
+    for row, (name, images) in enumerate(rows.items()):
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < images.shape[0]:
+                ax.imshow(to_display(images[col]))
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return figure
+
+
 def bar_chart(
     values: Sequence[float] | Mapping[str, Sequence[float]], labels: Sequence[str], *, title: str = "", ylabel: str = ""
 ) -> Figure:
