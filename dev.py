@@ -44,7 +44,7 @@ def ensure_environment() -> None:
 
 def build_book() -> None:
     sh(BIN / "jupyter-book", "build", ".", "-W", "-n", "--keep-going")
-    print(f"book: {ROOT / '_build' / '_build' / 'html' / 'index.html'}")
+    print(f"book: {ROOT / '_build' / 'html' / 'index.html'}")
 
 
 def lint() -> None:
@@ -58,6 +58,18 @@ def run_tests(extra: list[str]) -> None:
     sh(*pytest, *extra, VIT_TUTORIAL_QUICK="1")
 
 
+EXECUTE = """
+import sys
+import nbformat
+from nbclient import NotebookClient
+
+path = sys.argv[1]
+notebook = nbformat.read(path, as_version=4)
+NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()
+nbformat.write(notebook, path)
+"""
+
+
 def execute(chapters: list[str]) -> None:
     """Run chapters top to bottom in full mode and store their outputs (all of them when none are named)."""
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -67,17 +79,7 @@ def execute(chapters: list[str]) -> None:
             sys.exit(f"no notebook matches {chapters}; name them by number (06) or file name (06_training)")
     for path in paths:
         print(f"executing {path.relative_to(ROOT)} in full mode", flush=True)
-        sh(
-            BIN / "jupyter",
-            "nbconvert",
-            "--to",
-            "notebook",
-            "--execute",
-            "--inplace",
-            "--ExecutePreprocessor.timeout=3600",
-            path.relative_to(ROOT),
-            VIT_TUTORIAL_QUICK="0",
-        )
+        sh(PYTHON, "-c", EXECUTE, path.relative_to(ROOT), VIT_TUTORIAL_QUICK="0")
 
 
 def main() -> None:
