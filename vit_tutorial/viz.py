@@ -160,21 +160,51 @@ def matrix_figure(
     if ylabels is not None:
         ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     if annotate:
-        threshold = values.max().item() / 2
         for (i, j), value in zip(
             torch.cartesian_prod(torch.arange(values.shape[0]), torch.arange(values.shape[1])).tolist(),
             values.flatten().tolist(),
         ):
-            ax.text(
-                j,
-                i,
-                f"{value:g}",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if value < threshold else "black",
-            )
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=6, color=_text_colour(shown, value))
     ax.set_title(title)
+    return figure
+
+
+def _text_colour(shown, value: float) -> str:
+    """Black on light cells, white on dark ones, judged from the colour the cell is actually drawn in."""
+    red, green, blue, _ = shown.cmap(shown.norm(value))
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+
+
+def head_matrices(
+    image: torch.Tensor, weights: torch.Tensor, *, labels: Sequence[str] | None = None, title: str = ""
+) -> Figure:
+    """The image, then one block's attention weights: the mean over heads and each head, on one colour scale.
+
+    Args:
+        image: (3, H, W) uint8 or float in [0, 1].
+        weights: (heads, T, T), rows summing to 1 (row = query, column = key).
+    """
+    heads = weights.shape[0]
+    values = weights.detach().float().cpu()
+    panels = [("mean of the heads", values.mean(0))] + [(f"head {h + 1}", values[h]) for h in range(heads)]
+    ncols = 3
+    nrows = -(-(len(panels) + 1) // ncols)
+    figure = Figure(figsize=(2.3 * ncols + 0.6, 2.35 * nrows), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False).flat
+    axes[0].imshow(to_display(image))
+    axes[0].set_title("the image", fontsize=9)
+    axes[0].set_axis_off()
+    top = values.max().item()
+    for ax, (name, matrix) in zip(axes[1:], panels):
+        shown = ax.imshow(matrix.numpy(), cmap="viridis", vmin=0, vmax=top)
+        ax.set_title(name, fontsize=9)
+        ticks = range(0, matrix.shape[0], 4)
+        ax.set_xticks(ticks, [labels[t] for t in ticks] if labels else list(ticks), fontsize=6)
+        ax.set_yticks(ticks, [labels[t] for t in ticks] if labels else list(ticks), fontsize=6)
+    for ax in axes[len(panels) + 1 :]:
+        ax.set_axis_off()
+    figure.colorbar(shown, ax=list(axes[1 : len(panels) + 1]), shrink=0.7, label="attention weight")
+    figure.suptitle(title, fontsize=10)
     return figure
 
 
