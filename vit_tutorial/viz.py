@@ -289,22 +289,23 @@ def attention_triptych(
 
 def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
     """The classic overlay step by step: the heads' CLS rows, their mean on the grid, resized,
-    normalised, multiplied with the image, amplified and clipped."""
+    normalised, multiplied with the image, amplified and clipped. Sized for a book column (about 7 inches)."""
     heads = attentions.shape[1]
     grid = cls_attention(attentions, layer=layer)
     steps = overlay_steps(image, grid, amplify)
-    figure = Figure(figsize=(13, 3.6), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.25])
+    figure = Figure(figsize=(7.2, 3.5), layout="constrained")
+    top, bottom = figure.subfigures(2, 1)
     rows = top.subplots(1, heads + 1)
     for head in range(heads):
-        _map_panel(rows[head], cls_attention(attentions, layer=layer, head=head), f"1. head {head + 1}: CLS row as 4x4")
-    _map_panel(rows[heads], grid, "2. mean over heads")
+        _map_panel(rows[head], cls_attention(attentions, layer=layer, head=head), f"head {head + 1}")
+    _map_panel(rows[heads], grid, "2. mean of heads")
+    top.suptitle("1. each head's CLS row on the 4x4 grid", fontsize=9)
     panels = bottom.subplots(1, 5)
-    _map_panel(panels[0], steps["resized"], "3. resized (bilinear)")
-    _map_panel(panels[1], steps["normalised"], "4. min-max normalised")
+    _map_panel(panels[0], steps["resized"], "3. resized")
+    _map_panel(panels[1], steps["normalised"], "4. min-max")
     _map_panel(panels[2], to_display(image), "the image")
-    _map_panel(panels[3], to_display(steps["product"]), "5. image x map")
-    _map_panel(panels[4], to_display(steps["overlay"]), f"6. x {amplify:g}, clipped to [0, 1]")
+    _map_panel(panels[3], to_display(steps["product"]), "5. image × map")
+    _map_panel(panels[4], to_display(steps["overlay"]), f"6. × {amplify:g}, clipped")
     return figure
 
 
@@ -315,19 +316,24 @@ def layers_figure(
     amplify: float = 2.0,
     head: int | None = None,
     rollout: bool = True,
+    ncols: int = 7,
 ) -> Figure:
-    """CLS attention in every layer (top: heatmaps, bottom: overlays), plus rollout as the last column."""
+    """CLS attention in every layer, plus rollout: for each, the heatmap above its overlay, `ncols` to a row."""
     depth = attentions.shape[0]
     grids = [cls_attention(attentions, layer=i, head=head) for i in range(depth)]
     titles = [f"layer {i + 1}" for i in range(depth)]
     if rollout:
         grids.append(attention_rollout(attentions))
         titles.append("rollout")
-    figure = Figure(figsize=(1.15 * len(grids), 2.6), layout="constrained")
-    axes = figure.subplots(2, len(grids), squeeze=False)
+    bands = -(-len(grids) // ncols)
+    figure = Figure(figsize=(1.0 * ncols, 2.15 * bands), layout="constrained")
+    axes = figure.subplots(2 * bands, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
     for i, (grid, title) in enumerate(zip(grids, titles)):
-        _map_panel(axes[0, i], _heatmap(image, grid), title)
-        _map_panel(axes[1, i], to_display(attention_overlay(image, grid, amplify)), "")
+        band, col = divmod(i, ncols)
+        _map_panel(axes[2 * band, col], _heatmap(image, grid), title)
+        _map_panel(axes[2 * band + 1, col], to_display(attention_overlay(image, grid, amplify)), "")
     return figure
 
 
@@ -355,7 +361,7 @@ def compare_maps(
 
     For example the last layer against the rollout."""
     n = images.shape[0]
-    figure = Figure(figsize=(1.45 * n + 0.9, 1.55 * (1 + len(grids))), layout="constrained")
+    figure = Figure(figsize=(1.3 * n + 0.9, 1.45 * (1 + len(grids))), layout="constrained")
     axes = figure.subplots(1 + len(grids), n, squeeze=False)
     for col in range(n):
         _map_panel(axes[0, col], to_display(images[col]), titles[col] if titles else "")
