@@ -191,8 +191,10 @@ def test_the_browser_model_equals_pytorch(page, tmp_path, book_model, capsys):
         assert (torch.tensor(result["attentions"]).reshape(attentions.shape[1:]) - attentions[k]).abs().max() < 1e-3, k
         timings.append((result["forward"], result["total"]))
     with capsys.disabled():
-        print(f"\nbrowser ViT: first classify {timings[0][1]:.0f} ms (loading the weights included); "
-              f"then {sorted(t[0] for t in timings[1:])[len(timings) // 2 - 1]:.0f} ms per image (median)")
+        print(
+            f"\nbrowser ViT: first classify {timings[0][1]:.0f} ms (loading the weights included); "
+            f"then {sorted(t[0] for t in timings[1:])[len(timings) // 2 - 1]:.0f} ms per image (median)"
+        )
     assert page.problems == []
 
 

@@ -100,7 +100,7 @@ def test_a_failed_download_leaves_nothing_behind(monkeypatch, tmp_path, capsys):
     with pytest.raises(WeightsUnavailableError, match=r"could not get .* run on a connected machine") as error:
         load_imagenet_weights(FineTunedViT())
     assert "\n" not in str(error.value) and not any((tmp_path / "checkpoints").iterdir())
-    assert "downloading vit_b_16" in capsys.readouterr().err
+    assert "download" not in capsys.readouterr().err  # no notice of a download that did not happen
 
 
 def test_cached_weights_load_into_the_backbone_and_a_damaged_file_says_so(monkeypatch, tmp_path, model):

@@ -39,3 +39,37 @@ def test_stored_outputs_name_no_machine_paths_and_are_from_full_mode(path):
         assert marker not in text, f"a stored output names a machine path ({marker})"
     streams = "".join("".join(o.get("text", "")) for cell in code_cells(path) for o in cell["outputs"])
     assert "quick mode" not in streams and "quick run:" not in streams, "stored outputs come from quick mode"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_visible_test_markers_and_code_fits_the_column(path):
+    for cell in code_cells(path):
+        source = "".join(cell["source"])
+        assert "NBVAL" not in source, "use the cell tag nbval-check-output, not a comment readers see"
+        long = [line for line in source.splitlines() if len(line) > 88]
+        assert not long, f"code wider than the book's column (88 characters): {long[0]!r}"
+
+
+def _shows_something(cell: dict, kinds: tuple[str, ...]) -> bool:
+    return cell["cell_type"] == "code" and any(
+        (output["output_type"] == "stream" and "text/plain" in kinds)
+        or any(kind in output.get("data", {}) for kind in kinds)
+        for output in cell["outputs"]
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_what_the_text_points_to_is_there(path):
+    """Text that announces a picture ("the figure below", or a paragraph ending in a colon) is followed by
+    a cell that shows one; so a figure cannot silently go missing from the page."""
+    cells = json.loads(path.read_text())["cells"]
+    pictures = ("image/png", "text/html", "image/gif")
+    for i, cell in enumerate(cells[:-1]):
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"]).strip()
+        after = cells[i + 1]
+        if any(phrase in text.lower() for phrase in ("figure below", "picture below", "pictures below")):
+            assert _shows_something(after, pictures), f"cell {i} announces a figure that is not there"
+        if text.endswith(":") and not text.endswith("::"):
+            assert _shows_something(after, (*pictures, "text/plain")), f"cell {i} ends in a colon, then shows nothing"

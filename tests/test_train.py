@@ -271,3 +271,23 @@ def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, mo
     assert runs.runs_dir() == checkout / "runs"
     monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
     assert runs.runs_dir() == tmp_path / "elsewhere"
+
+
+def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
+    fake_data, quick_train_config, tmp_path
+):
+    from vit_tutorial.evaluate import predict_logits
+
+    config = quick_train_config.replace(epochs=2)
+    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    record = runs.run_record(payload, result.model, fake_data, note="tiny")
+    path = runs.write_run_record(record, "tiny", tmp_path)
+    loaded = runs.load_run_record("tiny", tmp_path)
+    assert loaded["history"] == result.history and loaded["note"] == "tiny" and "model" not in loaded
+    assert torch.equal(loaded["test_predictions"], predict_logits(result.model, fake_data.test).argmax(1))
+    assert loaded["test_metrics"]["num_images"] == len(fake_data.test) and path.stat().st_size < 50_000
+    assert runs.load_run_record("absent", tmp_path) is None
+    path.write_text("{")
+    with pytest.raises(CheckpointError, match="not a readable run record"):
+        runs.load_run_record("tiny", tmp_path)

@@ -52,7 +52,10 @@ def browser_payload(model: ViT) -> dict[str, Any]:
 def write_browser_weights(model: ViT, path: str | os.PathLike) -> Path:
     """Write the weights script (about 6.4 MB for the book's model) to `path`."""
     payload = json.dumps(browser_payload(model), separators=(",", ":"))
-    return write_text(path, f"// The book's ViT for vit.js, written by vit_tutorial.browser.\nwindow.vitTutorialWeights = {payload};\n")
+    return write_text(
+        path,
+        f"// The book's ViT for vit.js, written by vit_tutorial.browser.\nwindow.vitTutorialWeights = {payload};\n",
+    )
 
 
 def script_source() -> str:

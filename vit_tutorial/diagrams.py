@@ -57,8 +57,12 @@ def vit_diagram(config: ViTConfig | None = None) -> Figure:
         (1.6, f"cut into {n} patches of {c.patch_size}×{c.patch_size} pixels, each flattened", "data", 0.55),
         (2.9, f"linear projection (patch embedding)  {c.patch_dim} → {d}", "linear", 0.55),
         (4.3, f"prepend the CLS token, add position embeddings\n(learned, one per token: {t}×{d})", "data", 0.8),
-        (6.0, f"{c.depth} × pre-norm encoder block\n({c.heads}-head self-attention, MLP {d} → {c.mlp_dim} → {d})",
-         "attention", 1.0),
+        (
+            6.0,
+            f"{c.depth} × pre-norm encoder block\n({c.heads}-head self-attention, MLP {d} → {c.mlp_dim} → {d})",
+            "attention",
+            1.0,
+        ),
         (7.6, "LayerNorm", "norm", 0.55),
         (8.9, f"take the CLS token; linear head  {d} → {c.num_classes}", "linear", 0.55),
         (10.0, f"{c.num_classes} class scores (logits)", "data", 0.5),
@@ -66,8 +70,15 @@ def vit_diagram(config: ViTConfig | None = None) -> Figure:
     width = 4.6
     for y, text, kind, h in steps:
         _box(ax, 0, y, width, h, text, kind)
-    outputs = [f"{c.in_channels}×{c.image_size}×{c.image_size}", f"{n}×{c.patch_dim}", f"{n}×{d}", f"{t}×{d}",
-               f"{t}×{d}", f"{t}×{d}", f"{c.num_classes}"]  # the shape each box hands to the next
+    outputs = [
+        f"{c.in_channels}×{c.image_size}×{c.image_size}",
+        f"{n}×{c.patch_dim}",
+        f"{n}×{d}",
+        f"{t}×{d}",
+        f"{t}×{d}",
+        f"{t}×{d}",
+        f"{c.num_classes}",
+    ]  # the shape each box hands to the next
     for (y0, _, _, h0), (y1, _, _, h1), label in zip(steps, steps[1:], outputs):
         _arrow(ax, (0, y0 + h0 / 2), (0, y1 - h1 / 2), label)
     ax.set_title(f"The Vision Transformer of this book: {t} tokens of width {d}", fontsize=10)

@@ -119,7 +119,6 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
             raise WeightsUnavailableError(
                 f"ImageNet weights for ViT-B/16 are not at {where}; allow the download or copy {where.name} there"
             )
-        print(f"downloading {where.name} (330 MB, once) into torch's hub cache", file=sys.stderr, flush=True)
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
             # Written to a temporary file and checked against the hash in its name before it is moved into
@@ -132,6 +131,7 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
                 f"could not get ImageNet weights for ViT-B/16 from {WEIGHTS.url} ({first_line(error, 120)}); "
                 f"run on a connected machine, or copy {where.name} to {where.parent}"
             ) from None
+        print(f"downloaded {where.name} (330 MB, once) into torch's hub cache", file=sys.stderr, flush=True)
     try:
         state = torch.load(where, map_location="cpu", weights_only=True)
     except UNREADABLE_FILE_ERRORS as error:

@@ -14,6 +14,9 @@ from .registry import spec_for
 
 RUNS_ENV = "VIT_TUTORIAL_RUNS"
 _CHECKOUT = Path(__file__).resolve().parent.parent
+RECORDS = Path(__file__).parent / "pretrained"  # run records shipped with the package: <name>_run.json
+RECORD_KEYS = ("architecture", "model_config", "train_config", "history", "best_epoch", "best_val_accuracy",
+               "hardware", "wall_seconds", "epochs_run", "stopped_early", "note")  # fmt: skip
 
 
 def runs_dir() -> Path:
@@ -51,3 +54,45 @@ def find_finished_run(
         if same:
             return {**payload, "path": str(path)}
     return None
+
+
+def run_record(payload: dict[str, Any], model: Any, data: Any, note: str = "") -> dict[str, Any]:
+    """A finished run without its weights: configs, history, hardware, data provenance (no local path), its
+    test metrics, and its prediction for every test image (so that per-image comparisons need no weights)."""
+    from .evaluate import evaluate, predict_logits
+
+    record = {key: payload[key] for key in RECORD_KEYS if key in payload}
+    record.update(
+        architecture=stored_architecture(payload),
+        note=note or payload.get("note", ""),
+        provenance={k: v for k, v in data.provenance.items() if k != "root"},
+        test_metrics=evaluate(model, data.test),
+        test_predictions="".join(str(p) for p in predict_logits(model, data.test).argmax(1).tolist()),
+    )
+    return record
+
+
+def write_run_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
+    from .files import write_json
+
+    return write_json(Path(folder or RECORDS) / f"{name}_run.json", record)
+
+
+def load_run_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
+    """A shipped run record (`<name>_run.json`), or None when there is none. Its `test_predictions` come back
+    as a tensor of class indices."""
+    import json
+
+    import torch
+
+    path = Path(folder or RECORDS) / f"{name}_run.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        record["test_predictions"] = torch.tensor([int(c) for c in record["test_predictions"]])
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable run record ({error}); restore it from the repository"
+        ) from None
+    return record
