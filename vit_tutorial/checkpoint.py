@@ -10,7 +10,6 @@ existed still load.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from ._version import __version__
 from .data import CLASSES
 from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line
+from .files import write_atomically
 from .registry import MODELS, spec_named
 
 FORMAT = "vit_tutorial.checkpoint/1"
@@ -62,26 +62,12 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     Raises:
         CheckpointError: the file cannot be written (a folder in the way, no permission, a full disk).
     """
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     content = {"format": FORMAT, "version": __version__, **payload}
     content[CHECKSUM] = content_digest(content)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as handle:
-            torch.save(content, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot write the checkpoint {path} ({error.strerror or first_line(error)}); "
-            f"choose another --out or free some space"
-        ) from None
-    finally:
-        with contextlib.suppress(OSError):  # nothing there, or no folder to look in
-            partial.unlink(missing_ok=True)
-    return path
+    return write_atomically(
+        path, lambda handle: torch.save(content, handle), error=CheckpointError,
+        advice="choose another --out or free some space",
+    )  # fmt: skip
 
 
 def content_digest(content: dict[str, Any]) -> str:

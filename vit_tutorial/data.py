@@ -12,7 +12,6 @@ Sources, tried in this order under the data root:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 
 from .augment import augment_batch
 from .errors import UNREADABLE_FILE_ERRORS, DataNotFoundError, ImageError, VitTutorialError, first_line
+from .files import write_atomically
 from .images import read_rgb
 
 CLASSES: tuple[str, ...] = (
@@ -264,20 +264,12 @@ def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write the decoded arrays atomically; if the cache folder cannot be written, go on without a cache."""
     import warnings
 
-    partial = cache.with_suffix(".partial.npz")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(partial, **arrays)
-        os.replace(partial, cache)
-    except OSError as error:
-        warnings.warn(
-            f"could not cache the decoded images in {cache.parent} ({error.strerror}); they will be decoded again "
-            f"next time (set {CACHE_ENV} to a writable folder)",
-            stacklevel=3,
+        write_atomically(
+            cache, lambda handle: np.savez(handle, **arrays), advice=f"set {CACHE_ENV} to a writable folder"
         )
-    finally:
-        with contextlib.suppress(OSError):  # nothing there, or no folder to look in
-            partial.unlink(missing_ok=True)
+    except VitTutorialError as error:
+        warnings.warn(f"{first_line(error)}; the images will be decoded again next time", stacklevel=3)
 
 
 def _load_torchvision(root: Path, download: bool):
