@@ -103,13 +103,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig, capturable: bool = Fal
             is_matrix = param.ndim >= 2 and not name.endswith(("cls_token", "pos_embed"))
             (decay if is_matrix else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    options: dict[str, Any] = {"lr": config.lr}
-    if capturable:
-        device = next(model.parameters()).device
-        options = {"lr": torch.tensor(config.lr, device=device), "fused": True}
+    lr: float | torch.Tensor = config.lr
+    if capturable:  # the learning rate lives on the device, where the captured step reads it
+        lr = torch.tensor(config.lr, device=next(model.parameters()).device)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, **options)
-    return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.nesterov, **options)
+        extra = {"capturable": True, "foreach": True} if capturable else {}
+        return torch.optim.AdamW(groups, lr=lr, **extra)
+    extra = {"fused": True} if capturable else {}
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **extra)
 
 
 class EMA:
@@ -210,14 +211,8 @@ class TrainStep:
         ema: EMA | None = None,
         graph: bool = False,
     ) -> None:
-        self.model, self.forward, self.optimizer, self.config, self.device, self.ema = (
-            model,
-            forward,
-            optimizer,
-            config,
-            device,
-            ema,
-        )
+        self.model, self.forward, self.optimizer, self.ema = model, forward, optimizer, ema
+        self.config, self.device = config, device
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
@@ -232,15 +227,19 @@ class TrainStep:
         self.seen += labels.shape[0]
         if not self.graph:
             self._step(images, targets, labels)
-        elif self._calls < self.WARMUP_STEPS:
+            return
+        if self._calls < self.WARMUP_STEPS:
             self._calls += 1
             self._on_side_stream(self._step, images, targets, labels)
-        else:
-            if self._graph is None:
-                self._capture(images, targets, labels)
-            for static, value in zip(self._static, (images, targets, labels)):
-                static.copy_(value)
-            self._graph.replay()
+            return
+        if self._graph is None:
+            self._capture(images, targets, labels)
+            if self._graph is None:  # the capture failed: this step runs eagerly
+                self._step(images, targets, labels)
+                return
+        for static, value in zip(self._static, (images, targets, labels)):
+            static.copy_(value)
+        self._graph.replay()
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> None:
         with _autocast(self.device):
@@ -268,8 +267,13 @@ class TrainStep:
         self._static = tuple(t.clone() for t in (images, targets, labels))
         self.optimizer.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._step(*self._static)  # recorded, not run: the replay that follows runs it
+        try:
+            with torch.cuda.graph(self._graph):
+                self._step(*self._static)  # recorded, not run: the replay that follows runs it
+        except RuntimeError as error:  # an operation that cannot be captured: train on without the graph
+            warnings.warn(f"CUDA graph capture failed ({first_line(error, 200)}); training on without it", stacklevel=2)
+            self.graph, self._graph = False, None
+            torch.cuda.synchronize(self.device)
 
 
 def _train_epoch(
@@ -557,7 +561,7 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, scheduler, config: Tra
     for group in optimizer.param_groups:
         group["initial_lr"] = config.lr
         value = config.lr * factor
-        if group.get("fused"):
+        if group.get("fused") or group.get("capturable"):
             group["lr"] = torch.tensor(value, device=group["params"][0].device)
         else:
             group["lr"] = value

@@ -42,7 +42,7 @@ def image_grid(
 def class_samples(split: Split, per_class: int = 8, seed: int = 0) -> Figure:
     """One row per class with `per_class` random examples, the class name on the left."""
     generator = torch.Generator().manual_seed(seed)
-    figure = Figure(figsize=(per_class * 1.0 + 1.2, len(CLASSES) * 1.0), layout="constrained")
+    figure = Figure(figsize=(per_class * 0.72 + 1.0, len(CLASSES) * 0.72), layout="constrained")
     axes = figure.subplots(len(CLASSES), per_class, squeeze=False)
     labels = split.labels.cpu()
     for row, name in enumerate(CLASSES):
@@ -156,15 +156,15 @@ def matrix_figure(
     if colorbar:
         figure.colorbar(shown, ax=ax, shrink=0.8)
     if xlabels is not None:
-        ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=8)
     if ylabels is not None:
-        ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+        ax.set_yticks(range(len(ylabels)), ylabels, fontsize=8)
     if annotate:
         for (i, j), value in zip(
             torch.cartesian_prod(torch.arange(values.shape[0]), torch.arange(values.shape[1])).tolist(),
             values.flatten().tolist(),
         ):
-            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=6, color=_text_colour(shown, value))
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=8, color=_text_colour(shown, value))
     ax.set_title(title)
     return figure
 
