@@ -44,8 +44,20 @@ def ship(run: Path, note: str) -> None:
             f"{run}/metrics.json was measured on {metrics.get('num_images')} images; ship a full test-set score"
         )
     provenance = {k: v for k, v in best["provenance"].items() if k != "root"}
-    keep = ("architecture", "model_config", "train_config", "model", "history", "best_epoch", "best_val_accuracy",
-            "hardware", "wall_seconds", "epochs_run", "stopped_early", "config_changes")  # fmt: skip
+    keep = (
+        "architecture",
+        "model_config",
+        "train_config",
+        "model",
+        "history",
+        "best_epoch",
+        "best_val_accuracy",
+        "hardware",
+        "wall_seconds",
+        "epochs_run",
+        "stopped_early",
+        "config_changes",
+    )
     payload = {key: best[key] for key in keep if key in best}
     payload.update(
         provenance=provenance,

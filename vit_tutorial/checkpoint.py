@@ -65,9 +65,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     content = {"format": FORMAT, "version": __version__, **payload}
     content[CHECKSUM] = content_digest(content)
     return write_atomically(
-        path, lambda handle: torch.save(content, handle), error=CheckpointError,
+        path,
+        lambda handle: torch.save(content, handle),
+        error=CheckpointError,
         advice="choose another --out or free some space",
-    )  # fmt: skip
+    )
 
 
 def content_digest(content: dict[str, Any]) -> str:

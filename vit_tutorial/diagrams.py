@@ -24,14 +24,34 @@ COLOURS = {
 
 
 def _box(ax, x, y, w, h, text, kind, fontsize=9, weight="normal"):
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor=COLOURS[kind], edgecolor="#555", linewidth=1.0))  # fmt: skip
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            facecolor=COLOURS[kind],
+            edgecolor="#555",
+            linewidth=1.0,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, weight=weight, wrap=True)
 
 
 def _arrow(ax, start, end, label="", side="right", style="-|>", rad=0.0, fontsize=8):
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=12, color="#333", linewidth=1.0,
-                                 connectionstyle=f"arc3,rad={rad}", shrinkA=0, shrinkB=0))  # fmt: skip
+    ax.add_patch(
+        FancyArrowPatch(
+            start,
+            end,
+            arrowstyle=style,
+            mutation_scale=12,
+            color="#333",
+            linewidth=1.0,
+            connectionstyle=f"arc3,rad={rad}",
+            shrinkA=0,
+            shrinkB=0,
+        )
+    )
     if label:
         x = (start[0] + end[0]) / 2 + (0.08 if side == "right" else -0.08)
         y = (start[1] + end[1]) / 2
@@ -121,8 +141,17 @@ def attention_diagram(config: ViTConfig | None = None) -> Figure:
     for x, name in ((-2.2, "Q = X W_q"), (0, "K = X W_k"), (2.2, "V = X W_v")):
         _box(ax, x, 1.7, 1.8, 0.55, f"{name}\n{t}×{d}", "linear", fontsize=8)
         _arrow(ax, (0, 0.45), (x, 1.42))
-    ax.add_patch(FancyBboxPatch((-3.25, 2.55), 6.5, 4.75, boxstyle="round,pad=0.02,rounding_size=0.1",
-                                facecolor=COLOURS["group"], edgecolor="#999", linestyle="--"))  # fmt: skip
+    ax.add_patch(
+        FancyBboxPatch(
+            (-3.25, 2.55),
+            6.5,
+            4.75,
+            boxstyle="round,pad=0.02,rounding_size=0.1",
+            facecolor=COLOURS["group"],
+            edgecolor="#999",
+            linestyle="--",
+        )
+    )
     ax.text(-3.15, 7.2, f"in each of the {h} heads ({hd} of the {d} features)", fontsize=8, va="top", color="#555")
     for x, name in ((-2.2, "Q_h"), (0, "K_h"), (2.2, "V_h")):
         _box(ax, x, 3.2, 1.2, 0.45, f"{name}  {t}×{hd}", "data", fontsize=8)
@@ -130,8 +159,16 @@ def attention_diagram(config: ViTConfig | None = None) -> Figure:
     _box(ax, -1.1, 4.5, 2.9, 0.65, f"scores = Q_h K_hᵀ / √{hd}\n{t}×{t}", "attention", fontsize=8)
     _arrow(ax, (-2.2, 3.43), (-1.6, 4.17))
     _arrow(ax, (0, 3.43), (-0.6, 4.17))
-    _box(ax, -1.1, 5.75, 2.9, 0.55, f"softmax over each row: weights {t}×{t}\n(row 0: where CLS looks)",
-         "attention", fontsize=8)  # fmt: skip
+    _box(
+        ax,
+        -1.1,
+        5.75,
+        2.9,
+        0.55,
+        f"softmax over each row: weights {t}×{t}\n(row 0: where CLS looks)",
+        "attention",
+        fontsize=8,
+    )
     _arrow(ax, (-1.1, 4.83), (-1.1, 5.47))
     _box(ax, 0.55, 6.5, 2.2, 0.5, f"weights · V_h  {t}×{hd}", "linear", fontsize=8)
     _arrow(ax, (-1.1, 6.03), (-0.3, 6.25))

@@ -15,8 +15,19 @@ from .registry import spec_for
 RUNS_ENV = "VIT_TUTORIAL_RUNS"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 RECORDS = Path(__file__).parent / "pretrained"  # run records shipped with the package: <name>_run.json
-RECORD_KEYS = ("architecture", "model_config", "train_config", "history", "best_epoch", "best_val_accuracy",
-               "hardware", "wall_seconds", "epochs_run", "stopped_early", "note")  # fmt: skip
+RECORD_KEYS = (
+    "architecture",
+    "model_config",
+    "train_config",
+    "history",
+    "best_epoch",
+    "best_val_accuracy",
+    "hardware",
+    "wall_seconds",
+    "epochs_run",
+    "stopped_early",
+    "note",
+)
 
 
 def runs_dir() -> Path:
