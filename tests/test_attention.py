@@ -106,3 +106,16 @@ def test_batched_overlay_normalises_each_image_on_its_own():
 def test_bad_input_gives_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_cls_spread_measures_how_uneven_the_cls_row_is():
+    from vit_tutorial.attention import cls_spread
+
+    even = torch.full((2, 3, 4, 17, 17), 1 / 17)
+    assert torch.allclose(cls_spread(even), torch.zeros(3))
+    peaked = even.clone()
+    peaked[:, 1, :, 0, 1:] = 0.0
+    peaked[:, 1, :, 0, 5] = 1.0  # layer 2: all CLS attention on one patch
+    spread = cls_spread(peaked)
+    assert spread[1] == pytest.approx(1.0) and spread[0] == 0 and spread[2] == 0
+    assert torch.allclose(cls_spread(peaked[0]), spread)

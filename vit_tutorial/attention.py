@@ -92,6 +92,21 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
     return _to_grid(rollout[:, 0, 1:], batched)
 
 
+def cls_spread(attentions: torch.Tensor) -> torch.Tensor:
+    """How uneven the CLS token's attention over the patches is, per layer: its largest minus its smallest
+    patch weight (heads averaged), averaged over the images. 0 for perfectly even attention.
+
+    Args:
+        attentions: (B, depth, heads, T, T) or (depth, heads, T, T).
+
+    Returns:
+        (depth,) spreads, in attention weight.
+    """
+    batch, _ = _as_batch(attentions)
+    rows = batch[:, :, :, 0, 1:].mean(dim=2)  # (b, depth, n): CLS row over the patches, heads averaged
+    return (rows.amax(dim=-1) - rows.amin(dim=-1)).mean(dim=0)
+
+
 def _check_image_and_grid(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     batched = image.ndim == 4
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
