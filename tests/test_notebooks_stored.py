@@ -73,3 +73,14 @@ def test_what_the_text_points_to_is_there(path):
             assert _shows_something(after, pictures), f"cell {i} announces a figure that is not there"
         if text.endswith(":") and not text.endswith("::"):
             assert _shows_something(after, (*pictures, "text/plain")), f"cell {i} ends in a colon, then shows nothing"
+
+
+def test_code_blocks_in_the_prose_fit_the_column_too():
+    import re
+
+    texts = {p.name: "".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]) for p in NOTEBOOKS}
+    texts.update({p.name: p.read_text() for p in (ROOT / "book").glob("*.md")})
+    for name, text in texts.items():
+        for language, block in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+            wide = [line for line in block.splitlines() if len(line) > 88]
+            assert not wide, f"{name}: a {language or 'plain'} code block wider than 88 characters: {wide[0]!r}"
