@@ -64,6 +64,17 @@ def test_sweep_trains_ranks_reports_failures_and_skips_finished_recipes(tmp_path
     assert (out / "winner.pt").read_bytes() == (out / rows[0]["recipe"] / "best.pt").read_bytes()
     assert not (out / "light" / "metrics.json").exists()  # the sweep never evaluates on the test set
 
+    from vit_tutorial.runs import load_sweep_record, sweep_record, write_sweep_record
+
+    record = sweep_record(json.loads((out / "results.json").read_text()), "grid.toml", "tiny")
+    write_sweep_record(record, "tiny", tmp_path / "records")
+    shipped = load_sweep_record("tiny", tmp_path / "records")
+    assert [r["recipe"] for r in shipped["recipes"]] == [r["recipe"] for r in rows]
+    assert shipped["recipes"][0]["val_accuracy"][rows[0]["best_epoch"] - 1] == round(rows[0]["best_val_accuracy"], 4)
+    assert shipped["recipes"][2]["status"] == "failed" and "val_accuracy" not in shipped["recipes"][2]
+    assert str(tmp_path) not in json.dumps(shipped)  # no local paths ship
+    assert load_sweep_record("missing", tmp_path / "records") is None
+
     stamp = (out / "light" / "best.pt").stat().st_mtime_ns
     again = run("sweep", str(tmp_path / "grid.toml"), "--out", str(out), env=env)
     assert "light: finished earlier, skipped" in again.stdout and "heavy: finished earlier, skipped" in again.stdout

@@ -107,3 +107,57 @@ def load_run_record(name: str, folder: str | Path | None = None) -> dict[str, An
             f"{path} is not a readable run record ({error}); restore it from the repository"
         ) from None
     return record
+
+
+SWEEP_KEYS = ("recipe", "overrides", "status", "best_val_accuracy", "best_epoch", "epochs_run", "wall_seconds")
+
+
+def sweep_record(results: dict[str, Any], grid: str, note: str = "") -> dict[str, Any]:
+    """A sweep's `results.json` made small enough to ship: every recipe's settings and scores, the shared
+    base of the grid, and per-epoch training and validation accuracy; no run-folder paths, no weights."""
+    rows = results["recipes"]
+    finished = [row for row in rows if row["status"] == "finished"]
+    recipes = []
+    for row in rows:
+        compact = {key: row[key] for key in SWEEP_KEYS if key in row}
+        if row["status"] == "finished":
+            compact.update(
+                train_images_per_second=round(row["images_per_second"]),
+                train_accuracy=[round(h["train_accuracy"], 4) for h in row["history"]],
+                val_accuracy=[round(h["val_accuracy"], 4) for h in row["history"]],
+            )
+        else:
+            compact["error"] = row.get("error", "")
+        recipes.append(compact)
+    first = finished[0] if finished else rows[0]
+    return {
+        "grid": grid,
+        "note": note,
+        "base_train_config": first["train_config"],
+        "model": first["model"],
+        "model_config": first["model_config"],
+        "hardware": first.get("hardware", ""),
+        "provenance": {k: v for k, v in first.get("provenance", {}).items() if k != "root"},
+        "recipes": recipes,
+    }
+
+
+def write_sweep_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
+    from .files import write_json
+
+    return write_json(Path(folder or RECORDS) / f"{name}_sweep.json", record)
+
+
+def load_sweep_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
+    """A shipped sweep record (`<name>_sweep.json`), or None when there is none."""
+    import json
+
+    path = Path(folder or RECORDS) / f"{name}_sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable sweep record ({error}); restore it from the repository"
+        ) from None
