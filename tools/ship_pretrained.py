@@ -19,6 +19,7 @@ from pathlib import Path
 from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint, stored_architecture
 from vit_tutorial.errors import VitTutorialError, first_line
 from vit_tutorial.pretrained import PRETRAINED
+from vit_tutorial.runs import RECORD_KEYS
 
 LIMIT = 10 * 1000 * 1000
 
@@ -44,20 +45,7 @@ def ship(run: Path, note: str) -> None:
             f"{run}/metrics.json was measured on {metrics.get('num_images')} images; ship a full test-set score"
         )
     provenance = {k: v for k, v in best["provenance"].items() if k != "root"}
-    keep = (
-        "architecture",
-        "model_config",
-        "train_config",
-        "model",
-        "history",
-        "best_epoch",
-        "best_val_accuracy",
-        "hardware",
-        "wall_seconds",
-        "epochs_run",
-        "stopped_early",
-        "config_changes",
-    )
+    keep = (*RECORD_KEYS, "model", "config_changes")  # what a run record keeps, plus the weights
     payload = {key: best[key] for key in keep if key in best}
     payload.update(
         provenance=provenance,
