@@ -111,6 +111,21 @@ def test_static_explorer_page_works_in_chromium(page, tmp_path):
     assert page.problems == []
 
 
+def test_static_explorer_opens_on_the_image_and_layer_asked_for(page, tmp_path):
+    torch.manual_seed(0)
+    model = ViT(TINY).eval()
+    split = make_split(40)
+    with pytest.raises(ValueError, match="start_image must be in"):
+        static_explorer_html(model, split, per_class=2, start_image=20)
+    html = static_explorer_html(model, split, per_class=2, start_image=3, start_layer=1)
+    (tmp_path / "explorer.html").write_text(f"<!doctype html><html><body>{html}</body></html>")
+    page.goto((tmp_path / "explorer.html").as_uri())
+    page.wait_for_selector(".vit-explorer[data-renders]")
+    assert page.eval_on_selector('[data-control="image"]', "node => node.value") == "3"
+    assert page.eval_on_selector('[data-control="layer"]', "node => node.value") == "1"
+    assert page.problems == []
+
+
 @pytest.mark.skipif(not BOOK_PAGE.is_file(), reason="the book is not built (python3 dev.py book)")
 def test_explorer_in_the_built_book(page):
     # The theme loads MathJax from its CDN; machines without internet cannot reach it. Only those

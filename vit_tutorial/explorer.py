@@ -257,12 +257,14 @@ def static_explorer_html(
     indices: list[int] | None = None,
     weights_url: str | None = None,
     start_layer: int | None = None,
+    start_image: int | None = None,
 ) -> str:
     """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps.
 
     With `weights_url` (where `vit_tutorial.browser.write_browser_weights` put the model's weights script,
     relative to the page), the explorer also classifies the reader's own image in the browser with the
-    JavaScript port of the model. `start_layer` (0-based) is the layer it opens on; default the last.
+    JavaScript port of the model. `start_layer` (0-based) is the layer it opens on, default the last;
+    `start_image` the image, as a position among the explorer's images, default the first.
     """
     indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
     data = explorer_data(model, split, indices)
@@ -270,6 +272,12 @@ def static_explorer_html(
         if not 0 <= start_layer < model.config.depth:
             raise ValueError(f"start_layer must be in [0, {model.config.depth - 1}], got {start_layer}")
         data["start_layer"] = start_layer
+    if start_image is not None:
+        if not 0 <= start_image < len(indices):
+            raise ValueError(
+                f"start_image must be in [0, {len(indices) - 1}] (a position among the images), got {start_image}"
+            )
+        data["start_image"] = start_image
     assets = resources.files("vit_tutorial").joinpath("explorer_assets")
     script = assets.joinpath("explorer.js").read_text()
     if weights_url is not None:

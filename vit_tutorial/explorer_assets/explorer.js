@@ -285,5 +285,5 @@ function vitExplorer(root) {
   [controls.cls, controls.outcome].forEach((c) => c.addEventListener("change", () => refill()));
   [controls.image, controls.layer, controls.head, controls.cmap].forEach((c) => c.addEventListener("change", render));
   [controls.amplify, controls.opacity].forEach((c) => c.addEventListener("input", render));
-  refill();
+  refill(data.start_image === undefined ? undefined : String(data.start_image));
 }
