@@ -15,6 +15,11 @@ from vit_tutorial.train import fit, lr_factor, make_optimizer, select_device
 from .conftest import TINY, make_split
 
 
+def train_tiny(data, config, **options):
+    """`fit` on a fresh tiny model, on the CPU, without progress bars."""
+    return fit(build_model(TINY), data, config, device="cpu", progress=False, **options)
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = ViT(TINY)
@@ -50,7 +55,7 @@ def test_weight_decay_skips_biases_norms_and_embeddings():
 
 def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=12, batch_size=25, lr=0.1)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    result = train_tiny(fake_data, config, out_dir=tmp_path)
     assert [h["epoch"] for h in result.history] == list(range(1, 13))
     assert set(result.history[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert max(h["val_accuracy"] for h in result.history) > 0.5  # 10 classes: chance is 0.1
@@ -68,7 +73,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(fake_data, tmp_path, mo
 
     monkeypatch.setattr(train_module, "validate", fake_validate)
     config = TrainConfig(epochs=6, batch_size=50, warmup_epochs=0, patience=2, val_size=60)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    result = train_tiny(fake_data, config, out_dir=tmp_path)
     assert result.stopped_early and len(result.history) == 4  # best at 2, two worse epochs, stop
     assert result.best_epoch == 2
     for name, value in result.model.state_dict().items():
@@ -77,7 +82,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(fake_data, tmp_path, mo
 
 def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quick_train_config, tmp_path, monkeypatch):
     config = quick_train_config.replace(epochs=4)
-    whole = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "whole", progress=False)
+    whole = train_tiny(fake_data, config, out_dir=tmp_path / "whole")
 
     real_validate, calls = train_module.validate, []
 
@@ -89,12 +94,10 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
 
     monkeypatch.setattr(train_module, "validate", interrupting_validate)
     with pytest.raises(KeyboardInterrupt):
-        fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", progress=False)
+        train_tiny(fake_data, config, out_dir=tmp_path / "cut")
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2  # the third epoch was lost, no more
     monkeypatch.setattr(train_module, "validate", real_validate)
-    resumed = fit(
-        build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "cut", resume=True, progress=False
-    )
+    resumed = train_tiny(fake_data, config, out_dir=tmp_path / "cut", resume=True)
     assert len(resumed.history) == 4
     for a, b in zip(whole.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
@@ -104,34 +107,11 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
 
 
 def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
-    fit(
-        build_model(TINY),
-        fake_data,
-        quick_train_config.replace(epochs=1),
-        device="cpu",
-        out_dir=tmp_path,
-        progress=False,
-    )
+    train_tiny(fake_data, quick_train_config.replace(epochs=1), out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="another training configuration"):
-        fit(
-            build_model(TINY),
-            fake_data,
-            quick_train_config.replace(momentum=0.5),
-            device="cpu",
-            out_dir=tmp_path,
-            resume=True,
-            progress=False,
-        )
+        train_tiny(fake_data, quick_train_config.replace(momentum=0.5), out_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        fit(
-            build_model(TINY),
-            fake_data,
-            quick_train_config,
-            device="cpu",
-            out_dir=tmp_path / "empty",
-            resume=True,
-            progress=False,
-        )
+        train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "empty", resume=True)
 
 
 def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quick_train_config, tmp_path, monkeypatch):
@@ -146,7 +126,7 @@ def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quic
     with pytest.raises(
         TrainingDivergedError, match=r"val loss became nan in epoch 2; .*last good epoch \(1\); .*--resume"
     ):
-        fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path, progress=False)
+        train_tiny(fake_data, quick_train_config, out_dir=tmp_path)
     kept = load_checkpoint(tmp_path / "last.pt")
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
     assert not (tmp_path / "best.pt").exists()
@@ -164,21 +144,14 @@ def test_divergence_in_the_first_epoch_says_nothing_was_saved(fake_data, quick_t
 
 
 def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_train_config, tmp_path):
-    fit(
-        build_model(TINY),
-        fake_data,
-        quick_train_config.replace(epochs=1),
-        device="cpu",
-        out_dir=tmp_path,
-        progress=False,
-    )
+    train_tiny(fake_data, quick_train_config.replace(epochs=1), out_dir=tmp_path)
     payload = load_checkpoint(tmp_path / "last.pt")
     payload["train_config"]["epochs"] = 3  # as if the run had been cut off after its first of three epochs
     from vit_tutorial.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "last.pt", payload)
     lower = quick_train_config.replace(lr=0.01)
-    result = fit(build_model(TINY), fake_data, lower, device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    result = train_tiny(fake_data, lower, out_dir=tmp_path, resume=True)
     assert result.info["config_changes"] == [{"from_epoch": 2, "lr": [quick_train_config.lr, 0.01]}]
     assert result.history[1]["lr"] <= 0.01 and result.history[0]["lr"] > result.history[1]["lr"]
     assert load_checkpoint(tmp_path / "best.pt")["config_changes"] == result.info["config_changes"]
@@ -186,30 +159,22 @@ def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_trai
 
 def test_a_folder_holding_a_run_is_refused_unless_overwritten(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=1)
-    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+    train_tiny(fake_data, config, out_dir=tmp_path)
     (tmp_path / "metrics.json").write_text("{}")
     before = (tmp_path / "best.pt").read_bytes()
     with pytest.raises(CheckpointError, match=r"already holds a run \(last.pt, best.pt, metrics.json\); add --resume"):
-        fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
+        train_tiny(fake_data, config, out_dir=tmp_path)
     assert (tmp_path / "best.pt").read_bytes() == before
-    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, overwrite=True, progress=False)
+    train_tiny(fake_data, config, out_dir=tmp_path, overwrite=True)
     assert not (tmp_path / "metrics.json").exists()  # the old run's metrics went with it
 
 
 def test_resume_refuses_other_data(fake_data, quick_train_config, tmp_path):
-    fit(build_model(TINY), fake_data, quick_train_config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "run")
     (tmp_path / "run" / "best.pt").unlink()  # as if interrupted
     smaller = fake_data.subset(100, 30, 30)
     with pytest.raises(CheckpointError, match=r"trained on other data .*subset"):
-        fit(
-            build_model(TINY),
-            smaller,
-            quick_train_config,
-            device="cpu",
-            out_dir=tmp_path / "run",
-            resume=True,
-            progress=False,
-        )
+        train_tiny(smaller, quick_train_config, out_dir=tmp_path / "run", resume=True)
 
 
 def test_device_selection_falls_back_to_cpu():
@@ -223,7 +188,7 @@ def test_device_selection_falls_back_to_cpu():
 def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_train_config, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
     config = quick_train_config.replace(epochs=1)
-    fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "runs" / "a", progress=False)
+    train_tiny(fake_data, config, out_dir=tmp_path / "runs" / "a")
     found = runs.find_finished_run(TINY, config, tmp_path / "runs")
     assert found is not None and found["path"].endswith("best.pt") and len(found["history"]) == 1
     assert runs.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
@@ -234,32 +199,25 @@ def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_tr
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the fallback is for CPU and MPS")
     with pytest.warns(UserWarning, match="CUDA only"):
-        result = fit(
-            build_model(TINY),
-            fake_data,
-            quick_train_config.replace(epochs=1),
-            device="cpu",
-            progress=False,
-            compile=True,
-        )
+        result = train_tiny(fake_data, quick_train_config.replace(epochs=1), compile=True)
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
 
 
 def test_fit_trains_with_mixup_and_cutmix(fake_data, quick_train_config):
     config = quick_train_config.replace(epochs=2, mixup=0.2, cutmix=1.0)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", progress=False)
+    result = train_tiny(fake_data, config)
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
 
 
 def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=2)
-    fit(build_model(TINY), fake_data, config.replace(epochs=1), device="cpu", out_dir=tmp_path, progress=False)
+    train_tiny(fake_data, config.replace(epochs=1), out_dir=tmp_path)
     payload = load_checkpoint(tmp_path / "last.pt")
     payload["train_config"] = {k: v for k, v in config.to_dict().items() if k not in ("mixup", "cutmix")}
     from vit_tutorial.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "last.pt", payload)
-    resumed = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path, resume=True, progress=False)
+    resumed = train_tiny(fake_data, config, out_dir=tmp_path, resume=True)
     assert len(resumed.history) == 2
 
 
@@ -279,7 +237,7 @@ def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
     from vit_tutorial.evaluate import predict_logits
 
     config = quick_train_config.replace(epochs=2)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    result = train_tiny(fake_data, config, out_dir=tmp_path / "run")
     payload = load_checkpoint(tmp_path / "run" / "best.pt")
     record = runs.run_record(payload, result.model, fake_data, note="tiny")
     path = runs.write_run_record(record, "tiny", tmp_path)

@@ -30,20 +30,34 @@ def half_precision(model: ViT) -> ViT:
     return copy.eval()
 
 
-def browser_payload(model: ViT) -> dict[str, Any]:
-    """The config, a digest, and every tensor of the state dict as float16 in one base64 blob, with
-    [name, shape, offset in halves] for each."""
+def _float16_blob(model: ViT) -> tuple[list[list[Any]], bytes]:
+    """Every tensor of the state dict as float16, end to end, and [name, shape, offset in halves] for each."""
     tensors, chunks, offset = [], [], 0
     for name, value in model.state_dict().items():
         half = value.detach().cpu().contiguous().half()
         tensors.append([name, list(value.shape), offset])
         chunks.append(half.view(torch.uint8).reshape(-1).numpy().tobytes())
         offset += half.numel()
-    blob = b"".join(chunks)
+    return tensors, b"".join(chunks)
+
+
+def _digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def weights_digest(model: ViT) -> str:
+    """What identifies the browser's weights: the first 16 hex digits of the float16 blob's SHA-256."""
+    return _digest(_float16_blob(model)[1])
+
+
+def browser_payload(model: ViT) -> dict[str, Any]:
+    """The config, a digest, and every tensor of the state dict as float16 in one base64 blob, with
+    [name, shape, offset in halves] for each."""
+    tensors, blob = _float16_blob(model)
     return {
         "config": model.config.to_dict(),
         "dtype": "float16",
-        "digest": hashlib.sha256(blob).hexdigest()[:16],
+        "digest": _digest(blob),
         "tensors": tensors,
         "data": base64.b64encode(blob).decode("ascii"),
     }
@@ -56,10 +70,3 @@ def write_browser_weights(model: ViT, path: str | os.PathLike) -> Path:
         path,
         f"// The book's ViT for vit.js, written by vit_tutorial.browser.\nwindow.vitTutorialWeights = {payload};\n",
     )
-
-
-def script_source() -> str:
-    """The JavaScript model, vit.js."""
-    from importlib import resources
-
-    return resources.files("vit_tutorial").joinpath("explorer_assets/vit.js").read_text()

@@ -281,9 +281,9 @@ def static_explorer_html(
     assets = resources.files("vit_tutorial").joinpath("explorer_assets")
     script = assets.joinpath("explorer.js").read_text()
     if weights_url is not None:
-        from .browser import browser_payload
+        from .browser import weights_digest
 
-        data["model"] = {"url": weights_url, "digest": browser_payload(model)["digest"]}
+        data["model"] = {"url": weights_url, "digest": weights_digest(model)}
         script = assets.joinpath("vit.js").read_text() + "\n" + script
     style = assets.joinpath("explorer.css").read_text()
     root = f"vit-explorer-{uuid.uuid4().hex[:8]}"

@@ -83,30 +83,46 @@ def run_record(payload: dict[str, Any], model: Any, data: Any, note: str = "") -
     return record
 
 
-def write_run_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
+def _record_path(name: str, kind: str, folder: str | Path | None) -> Path:
+    return Path(folder or RECORDS) / f"{name}_{kind}.json"
+
+
+def _write_record(record: dict[str, Any], name: str, kind: str, folder: str | Path | None) -> Path:
     from .files import write_json
 
-    return write_json(Path(folder or RECORDS) / f"{name}_run.json", record)
+    return write_json(_record_path(name, kind, folder), record)
+
+
+def _read_record(
+    name: str, kind: str, folder: str | Path | None, convert=lambda record: record
+) -> dict[str, Any] | None:
+    """A shipped `<name>_<kind>.json` through `convert`, None when there is none, one line when it is unreadable."""
+    import json
+
+    path = _record_path(name, kind, folder)
+    if not path.is_file():
+        return None
+    try:
+        return convert(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable {kind} record ({error}); restore it from the repository"
+        ) from None
+
+
+def write_run_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
+    return _write_record(record, name, "run", folder)
 
 
 def load_run_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
     """A shipped run record (`<name>_run.json`), or None when there is none. Its `test_predictions` come back
     as a tensor of class indices."""
-    import json
-
     import torch
 
-    path = Path(folder or RECORDS) / f"{name}_run.json"
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        record["test_predictions"] = torch.tensor([int(c) for c in record["test_predictions"]])
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable run record ({error}); restore it from the repository"
-        ) from None
-    return record
+    def with_tensor(record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "test_predictions": torch.tensor([int(c) for c in record["test_predictions"]])}
+
+    return _read_record(name, "run", folder, with_tensor)
 
 
 SWEEP_KEYS = ("recipe", "overrides", "status", "best_val_accuracy", "best_epoch", "epochs_run", "wall_seconds")
@@ -133,31 +149,30 @@ def sweep_record(results: dict[str, Any], grid: str, note: str = "") -> dict[str
     return {
         "grid": grid,
         "note": note,
-        "base_train_config": first["train_config"],
+        "base_train_config": _shared_base(rows, "train_config"),
         "model": first["model"],
-        "model_config": first["model_config"],
+        "model_config": _shared_base(rows, "model_config"),
         "hardware": first.get("hardware", ""),
         "provenance": {k: v for k, v in first.get("provenance", {}).items() if k != "root"},
         "recipes": recipes,
     }
 
 
-def write_sweep_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
-    from .files import write_json
+def _shared_base(rows: list[dict[str, Any]], part: str) -> dict[str, Any]:
+    """The grid's base settings of one config: each setting as a recipe that does not override it has it
+    (a setting every recipe overrides has no base value to report, and is left out)."""
+    base = {}
+    for key in rows[0][part]:
+        plain = next((row for row in rows if key not in row["overrides"]), None)
+        if plain is not None:
+            base[key] = plain[part][key]
+    return base
 
-    return write_json(Path(folder or RECORDS) / f"{name}_sweep.json", record)
+
+def write_sweep_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
+    return _write_record(record, name, "sweep", folder)
 
 
 def load_sweep_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
     """A shipped sweep record (`<name>_sweep.json`), or None when there is none."""
-    import json
-
-    path = Path(folder or RECORDS) / f"{name}_sweep.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable sweep record ({error}); restore it from the repository"
-        ) from None
+    return _read_record(name, "sweep", folder)
