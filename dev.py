@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Set-up and checks with nothing but Python: `python3 dev.py test`, `book` or `execute [chapter ...]`.
+"""Set-up and checks with nothing but Python. `python3 dev.py COMMAND`:
+
+    test                    everything CI runs: lint, types, the book build, unit tests and notebooks
+    lint                    ruff (lint and format check) and mypy on the package
+    unit [--fast] [ARGS]    the unit tests (--fast leaves out those marked slow); ARGS go to pytest
+    notebooks [CHAPTER ...] every notebook (or the named ones) in quick mode, as CI runs them
+    book                    the HTML book into _build/html, from the notebooks' stored outputs
+    execute [CHAPTER ...]   re-run chapters in full mode and store their outputs (the data must be set up)
+    lab                     JupyterLab on the notebooks
 
 Each creates `.venv/` in the checkout when it is missing and installs the project into it (again only
-when pyproject.toml changed), then runs inside it. `test` lints (ruff), builds the book, and runs the
-unit tests and every notebook in quick mode; `book` builds the HTML book; `execute` re-runs chapters in
-full mode (the data must be where the package looks for it) and stores their outputs for the book.
+when pyproject.toml changed), then runs inside it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ def ensure_environment() -> None:
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     sh(PYTHON, "-m", "pip", "install", "--upgrade", "pip")
-    sh(PYTHON, "-m", "pip", "install", "-e", ".[book,test]")
+    sh(PYTHON, "-m", "pip", "install", "-e", ".[book,test,lab]")
     STAMP.write_text(wanted)
 
 
@@ -50,12 +56,23 @@ def build_book() -> None:
 def lint() -> None:
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
+    sh(BIN / "mypy", "vit_tutorial")
 
 
-def run_tests(extra: list[str]) -> None:
-    notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
-    pytest = [PYTHON, "-m", "pytest", "tests", *notebooks, "--nbval-lax", "--nbval-current-env", "--durations=15"]
-    sh(*pytest, *extra, VIT_TUTORIAL_QUICK="1")
+def notebook_paths(chapters: list[str]) -> list[str]:
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if chapters:
+        paths = [p for p in paths if any(p.name.startswith(c) or p.stem == c for c in chapters)]
+        if not paths:
+            sys.exit(f"no notebook matches {chapters}; name them by number (06) or file name (06_training)")
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+PYTEST = ["-m", "pytest", "--nbval-lax", "--nbval-current-env", "--durations=15"]
+
+
+def run_tests(targets: list[str], extra: list[str]) -> None:
+    sh(PYTHON, *PYTEST, *targets, *extra, VIT_TUTORIAL_QUICK="1")
 
 
 EXECUTE = """
@@ -72,31 +89,34 @@ nbformat.write(notebook, path)
 
 def execute(chapters: list[str]) -> None:
     """Run chapters top to bottom in full mode and store their outputs (all of them when none are named)."""
-    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    if chapters:
-        paths = [p for p in paths if any(p.name.startswith(c) or p.stem == c for c in chapters)]
-        if not paths:
-            sys.exit(f"no notebook matches {chapters}; name them by number (06) or file name (06_training)")
-    for path in paths:
-        print(f"executing {path.relative_to(ROOT)} in full mode", flush=True)
-        sh(PYTHON, "-c", EXECUTE, path.relative_to(ROOT), VIT_TUTORIAL_QUICK="0")
+    for path in notebook_paths(chapters):
+        print(f"executing {path} in full mode", flush=True)
+        sh(PYTHON, "-c", EXECUTE, path, VIT_TUTORIAL_QUICK="0")
 
 
 def main() -> None:
-    command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command not in ("test", "book", "execute"):
-        sys.exit(
-            "usage: python3 dev.py test [pytest options] | python3 dev.py book | python3 dev.py execute [chapter ...]"
-        )
+    command, rest = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    commands = ("test", "lint", "unit", "notebooks", "book", "execute", "lab")
+    if command not in commands:
+        sys.exit(__doc__)
     ensure_environment()
     if command == "book":
         build_book()
+    elif command == "lint":
+        lint()
+    elif command == "unit":
+        fast = ["-m", "not slow"] if "--fast" in rest else []
+        run_tests(["tests"], fast + [a for a in rest if a != "--fast"])
+    elif command == "notebooks":
+        run_tests(notebook_paths(rest), [])
     elif command == "execute":
-        execute(sys.argv[2:])
+        execute(rest)
+    elif command == "lab":
+        sh(BIN / "jupyter", "lab", "notebooks")
     else:
         lint()
         build_book()
-        run_tests(sys.argv[2:])
+        run_tests(["tests", *notebook_paths([])], rest)
 
 
 if __name__ == "__main__":

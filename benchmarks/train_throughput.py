@@ -1,15 +1,22 @@
-"""Training throughput of the card's ViT (or the ResNet-18 baseline): whole epochs and single steps, eager vs compiled.
+"""Training and inference speed of the card's ViT, measured side by side in one run, on this machine.
 
-"epoch" runs the trainer's own epoch loop (`vit_tutorial.train._train_epoch`: shuffling, augmentation,
-normalisation, random erasing, mixup / cutmix, forward, backward, clipping, optimiser, EMA, schedule) over
-synthetic uint8 images held where training holds them. "step" repeats one training step on a fixed batch:
-the model's cost alone. "compiled" is what `train --compile` does: `torch.compile` and, on CUDA, the whole
-step captured in a CUDA graph. Compilation and capture happen in untimed warm-up work. Prints the hardware.
+Every comparison is interleaved (A, B, A, B, ...) and reports the median of its repeats, so that a noisy,
+shared machine slows both sides alike. What it measures, on any device:
 
-    python benchmarks/train_throughput.py                          # CUDA: eager and compiled, batch 256 and 1024
-    python benchmarks/train_throughput.py --images 2560            # CPU: a shorter epoch
-    python benchmarks/train_throughput.py --augment flip-crop --mixup 0 --cutmix 0 --random-erasing 0 --ema 0
-    python benchmarks/train_throughput.py --model resnet           # the CNN baseline of chapter 10
+- number format: one training step and inference (batch 64 and 1024) in float32 and in bfloat16 autocast;
+- augmentation: TrivialAugment and RandAugment (n 2, m 9) on 1,024 uint8 images, every operation computed
+  for every image and one kept ("dense", the graph-friendly form) against each operation only on the
+  images that drew it ("sparse", what training uses);
+- a whole epoch (`train.train_epoch` over `train.epoch_batches`: shuffling, the augmentation pipeline,
+  forward, backward, clipping, optimiser, EMA, schedule) against the step alone on a fixed batch;
+- `--parallel N`: N recipes trained as one stacked model (`vit_tutorial.stacked`), images/s summed over them;
+
+and on CUDA also eager against compiled (`train --compile`: `torch.compile`, the whole step one CUDA graph,
+the next epoch prepared on a side stream), at batch 256, 512 and 1024. It prints the hardware and writes
+JSON and a Markdown table (the README's tables are these).
+
+    python benchmarks/train_throughput.py --json benchmarks/results/cpu.json         # about 10 minutes on 2 cores
+    python benchmarks/train_throughput.py --json benchmarks/results/h200.json --parallel 8  # on a GPU
 """
 
 from __future__ import annotations
@@ -17,33 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from vit_tutorial import TrainConfig
-from vit_tutorial.data import Split
-from vit_tutorial.registry import FROM_SCRATCH, build_model, spec_named
-from vit_tutorial.train import (
-    EMA,
-    TrainStep,
-    _train_epoch,
-    compile_for,
-    describe_hardware,
-    make_optimizer,
-    make_scheduler,
-    select_device,
-)
+from vit_tutorial import TrainConfig, ViTConfig
+from vit_tutorial.augment import rand_augment, trivial_augment
+from vit_tutorial.data import CIFAR10, Split
+from vit_tutorial.devices import autocast, describe_hardware, native_bf16, select_device
+from vit_tutorial.registry import build_model
+from vit_tutorial.train import Run, compile_for, epoch_batches, train_epoch
 
 TRAIN_IMAGES = 45_000  # one epoch of the real recipe
-
-
-def make_step(path: str, device: torch.device, config: TrainConfig, model_name: str) -> TrainStep:
-    model = build_model(spec_named(model_name).config_class(), seed=0).to(device)
-    graph = path == "compiled" and device.type == "cuda"
-    forward = compile_for(model, device) if path == "compiled" else model
-    ema = EMA(model, config.ema) if config.ema > 0 else None
-    return TrainStep(model, forward, make_optimizer(model, config, capturable=graph), config, device, ema, graph=graph)
+RECIPE = {"augment": "trivialaugment", "mixup": 0.8, "cutmix": 1.0, "random_erasing": 0.25, "ema": 0.999}
 
 
 def synchronize(device: torch.device) -> None:
@@ -51,117 +48,260 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_epoch(path: str, device: torch.device, config: TrainConfig, images: int, model_name: str) -> dict:
-    step = make_step(path, device, config, model_name)
-    generator = torch.Generator(device=device).manual_seed(0)
-    data = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=generator, device=device)
-    split = Split(data, torch.randint(0, 10, (images,), generator=generator, device=device))
-    scheduler = make_scheduler(step.optimizer, config, steps_per_epoch=images // config.batch_size)
-    warm = Split(split.images[: config.batch_size * 6], split.labels[: config.batch_size * 6])
-    started = time.perf_counter()
-    _train_epoch(step, warm, config, device, generator, None, scheduler)  # compiles and captures
-    warmup_seconds = time.perf_counter() - started
-    synchronize(device)
-    started = time.perf_counter()
-    _, _, seen = _train_epoch(step, split, config, device, generator, None, scheduler)
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    return _row(path, "epoch", config, seen, seconds, seen // config.batch_size, warmup_seconds)
+def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each candidate, timed in turns (one warm-up call each, untimed)."""
+    for run in candidates.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            synchronize(device)
+            started = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def measure_step(path: str, device: torch.device, config: TrainConfig, steps: int, model_name: str) -> dict:
-    step = make_step(path, device, config, model_name)
-    step.model.train()
-    images = torch.randn(config.batch_size, 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (config.batch_size,), device=device)
-    started = time.perf_counter()
-    for _ in range(TrainStep.WARMUP_STEPS + 2):
-        step(images, labels, labels)
-    synchronize(device)
-    warmup_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(steps):
-        step(images, labels, labels)
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    return _row(path, "step", config, steps * config.batch_size, seconds, steps, warmup_seconds)
+def synthetic_data(images: int, device: torch.device) -> CIFAR10:
+    generator = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 256, (images + 1000, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (images + 1000,), generator=generator)
+    train, val = Split(data[:images], labels[:images]), Split(data[images:], labels[images:])
+    return CIFAR10(train, val, val, {"source": "synthetic", "description": "synthetic uint8 images"})
 
 
-def _row(path, what, config, seen, seconds, steps, warmup_seconds) -> dict:
-    return {
-        "path": path,
-        "measures": what,
-        "batch_size": config.batch_size,
-        "images_per_second": round(seen / seconds, 1),
-        "ms_per_step": round(1000 * seconds / max(steps, 1), 2),
-        "projected_epoch_seconds": round(TRAIN_IMAGES / (seen / seconds), 2),
-        "warmup_seconds": round(warmup_seconds, 1),
+def make_run(config: TrainConfig, data: CIFAR10, device: torch.device, precision: str, graph: bool) -> Run:
+    model = build_model(ViTConfig(), seed=0)
+    return Run(model, data, config, device=device, precision=precision, capturable=graph)
+
+
+def step_of(run: Run, compiled: bool):
+    step = run.step(compile_for(run.model, run.device) if compiled else None)
+    if compiled and run.device.type == "cuda":
+        from vit_tutorial.graphs import GraphedStep
+
+        return GraphedStep(step)
+    return step
+
+
+def number_formats(device: torch.device, batch: int, repeats: int) -> list[dict[str, Any]]:
+    """A training step and inference, float32 against bfloat16 autocast (on the CPU also bfloat16 with the fused
+    attention kernel, which `devices.autocast` avoids)."""
+    data = synthetic_data(batch * 2, device)
+    config = TrainConfig(batch_size=batch, augment="none")
+    forms = ["fp32", "bf16"] + (["bf16, fused attention"] if device.type == "cpu" else [])
+
+    def context(form: str):
+        if form == "bf16, fused attention":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast(device, form)
+
+    steps = {}
+    for form in forms:
+        run = make_run(config, data, device, "fp32", graph=False)
+        step = run.step()
+        images = torch.randn(batch, 3, 32, 32, device=device)
+        labels = torch.randint(0, 10, (batch,), device=device)
+        run.model.train()
+
+        def one(step=step, images=images, labels=labels, form=form) -> None:
+            with context(form):
+                step(images, labels, labels)
+
+        steps[form] = one
+    seconds = interleaved(steps, repeats, device)
+    rows = [_row("train step", f, batch, batch / v, 1000 * v, seconds["fp32"] / v) for f, v in seconds.items()]
+    model = build_model(ViTConfig(), seed=0).to(device).eval()
+    for size in (64, 1024):
+        images = torch.randn(size, 3, 32, 32, device=device)
+
+        def infer(form: str, images=images) -> None:
+            with torch.no_grad(), context(form):
+                model(images)
+
+        seconds = interleaved({f: (lambda f=f: infer(f)) for f in ("fp32", "bf16")}, repeats, device)
+        rows += [_row("inference", f, size, size / v, 1000 * v, seconds["fp32"] / v) for f, v in seconds.items()]
+    return rows
+
+
+def augmentations(device: torch.device, repeats: int) -> list[dict[str, Any]]:
+    """TrivialAugment and RandAugment on 1,024 images: every operation on every image, or each only on its own."""
+    images = torch.randint(0, 256, (1024, 3, 32, 32), dtype=torch.uint8, device=device)
+    rows = []
+    kinds = {
+        "TrivialAugment": lambda dense, g: trivial_augment(images, g, dense=dense),
+        "RandAugment n2 m9": lambda dense, g: rand_augment(images, g, 2, 9, dense=dense),
     }
+    for name, augment in kinds.items():
+
+        def draw(dense: bool, augment=augment) -> None:
+            augment(dense, torch.Generator(device=device).manual_seed(0))
+
+        candidates = {form: (lambda dense=dense: draw(dense)) for form, dense in (("dense", True), ("sparse", False))}
+        seconds = interleaved(candidates, repeats, device)
+        for form, value in seconds.items():
+            rows.append(_row(name, form, 1024, 1024 / value, 1000 * value, seconds["dense"] / value))
+    return rows
+
+
+def epoch_and_step(
+    device: torch.device, batch: int, images: int, precision: str, compiled: bool, repeats: int
+) -> list[dict[str, Any]]:
+    """A whole epoch with the heaviest recipe of the grids against the step alone, as `fit` runs them."""
+    data = synthetic_data(images, device)
+    config = TrainConfig(batch_size=batch, epochs=10_000, warmup_epochs=0, **RECIPE)
+    run = make_run(config, data, device, precision, graph=compiled and device.type == "cuda")
+    run.set_learning_rates()
+    step = step_of(run, compiled)
+    path = "compiled" if compiled else "eager"
+    prefetcher = None
+    if compiled and device.type == "cuda":
+        from vit_tutorial.graphs import Prefetcher
+
+        prefetcher = Prefetcher(device, lambda epoch: epoch_batches(run, epoch), config.epochs)
+    epoch = iter(range(10_000))
+    run.model.train()
+
+    def whole_epoch() -> None:
+        e = next(epoch)
+        if prefetcher is None:
+            train_epoch(step, epoch_batches(run, e), run.scheduler)
+        else:
+            train_epoch(step, prefetcher.take(e), run.scheduler, meanwhile=lambda: prefetcher.prepare(e + 1))
+
+    fixed = next(epoch_batches(run, 0))
+
+    def steps_alone() -> None:
+        for _ in range(run.steps_per_epoch):
+            step(*fixed)
+
+    seconds = interleaved({"epoch": whole_epoch, "step alone": steps_alone}, repeats, device)
+    seen = run.images_per_epoch
+    label = f"{path}, {precision}"
+    return [
+        _row(what, label, batch, seen / value, 1000 * value / run.steps_per_epoch, seconds["step alone"] / value)
+        for what, value in seconds.items()
+    ]
+
+
+def stacked(
+    device: torch.device, batch: int, parallel: int, images: int, precision: str, compiled: bool, repeats: int
+) -> list[dict[str, Any]]:
+    """`parallel` recipes as one stacked model against one recipe alone: images/s summed over the recipes."""
+    from vit_tutorial.graphs import GraphedStep
+    from vit_tutorial.stacked import StackedStep, _stacked_batches
+
+    data = synthetic_data(images, device)
+    config = TrainConfig(batch_size=batch, epochs=10_000, warmup_epochs=0, augment="trivialaugment")
+    graph = compiled and device.type == "cuda"
+    rows = []
+    times = {}
+    counts = {}
+    for recipes in (1, parallel):
+        runs = [
+            make_run(config.replace(lr=0.05 * (1 + i / 10)), data, device, precision, graph) for i in range(recipes)
+        ]
+        for run in runs:
+            run.set_learning_rates()
+            run.model.train()
+        stacked_step: Any = StackedStep(runs)
+        if graph:
+            stacked_step = GraphedStep(stacked_step)
+        fixed = next(_stacked_batches(runs, 0))
+
+        def steps(stacked_step=stacked_step, fixed=fixed, per_epoch=runs[0].steps_per_epoch) -> None:
+            for _ in range(per_epoch):
+                stacked_step(*fixed)
+
+        times[f"{recipes} stacked"] = steps
+        counts[f"{recipes} stacked"] = recipes * runs[0].images_per_epoch
+    seconds = interleaved(times, repeats, device)
+    single = counts["1 stacked"] / seconds["1 stacked"]
+    for name, value in seconds.items():
+        rate = counts[name] / value
+        rows.append(_row("stacked step, summed", name, batch, rate, 1000 * value, rate / single))
+    return rows
+
+
+def _row(what: str, form: str, batch: int, images_per_second: float, ms: float, ratio: float) -> dict[str, Any]:
+    return {
+        "measures": what,
+        "form": form,
+        "batch": batch,
+        "images_per_second": round(images_per_second, 1),
+        "ms": round(ms, 2),
+        "speed_ratio": round(ratio, 3),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table of one run, as the README shows it."""
+    lines = [
+        f"{results['hardware']}, torch {results['torch']}, {results['threads']} threads, {results['date']}",
+        "",
+        "| what | form | batch | images/s | ms | speed vs. the first form |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['measures']} | {row['form']} | {row['batch']:,} | {row['images_per_second']:,.0f} | "
+            f"{row['ms']:,.1f} | {row['speed_ratio']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", choices=FROM_SCRATCH, default="vit")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 256 1024 on CUDA, 256 elsewhere")
-    parser.add_argument(
-        "--images", type=int, default=TRAIN_IMAGES, help="images in the timed epoch (default: %(default)s)"
-    )
-    parser.add_argument("--steps", type=int, default=50, help="timed steps of the step-only measurement")
-    parser.add_argument("--augment", default="trivialaugment", help="augmentation in the epoch (default: %(default)s)")
-    parser.add_argument("--mixup", type=float, default=0.8)
-    parser.add_argument("--cutmix", type=float, default=1.0)
-    parser.add_argument("--random-erasing", type=float, default=0.25)
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--images", type=int, help="images in a timed epoch (default: 45,000 on CUDA, 2,560 else)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed turns of each comparison (default: 5)")
+    parser.add_argument("--parallel", type=int, default=4, help="recipes in the stacked measurement (default: 4)")
+    parser.add_argument("--json", type=Path, help="write the results here, and the table beside it (.md)")
     args = parser.parse_args()
     device = select_device(args.device)
-    paths = ["eager", "compiled"] if device.type == "cuda" else ["eager"]
-    batch_sizes = args.batch_sizes or ([256, 1024] if device.type == "cuda" else [256])
-    recipe = {
-        "augment": args.augment,
-        "mixup": args.mixup,
-        "cutmix": args.cutmix,
-        "random_erasing": args.random_erasing,
-        "ema": args.ema,
+    cuda = device.type == "cuda"
+    images = args.images or (TRAIN_IMAGES if cuda else 2560)
+    results: dict[str, Any] = {
+        "hardware": describe_hardware(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "native_bf16": native_bf16(device),
+        "date": time.strftime("%Y-%m-%d"),
+        "images_per_epoch": images,
+        "recipe": RECIPE,
+        "rows": [],
     }
-    hardware = describe_hardware(device)
     print(
-        f"hardware: {hardware}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
-        f"python {platform.python_version()}"
+        f"hardware: {results['hardware']}; bf16 native: {results['native_bf16']}; torch {torch.__version__}; "
+        f"{results['threads']} threads; python {results['python']}",
+        flush=True,
     )
-    print(f"model: {args.model}; epoch of {args.images:,} synthetic images; recipe {recipe}")
-    results = []
-    for batch_size in batch_sizes:
-        config = TrainConfig(batch_size=batch_size, **recipe)
-        for path in paths:
-            for row in (
-                measure_epoch(path, device, config, args.images, args.model),
-                measure_step(path, device, config, args.steps, args.model),
-            ):
-                results.append(row)
-                print(
-                    f"{path:>9} {row['measures']:>5} batch {batch_size:>5}: "
-                    f"{row['images_per_second']:>10,.0f} images/s {row['ms_per_step']:>8.2f} ms/step  "
-                    f"epoch of {TRAIN_IMAGES:,} ~ {row['projected_epoch_seconds']:.1f} s "
-                    f"(warm-up {row['warmup_seconds']} s)",
-                    flush=True,
-                )
-    if device.type != "cuda":
-        print("compiled: skipped, torch.compile is used on CUDA only")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(
-                {
-                    "hardware": hardware,
-                    "torch": torch.__version__,
-                    "model": args.model,
-                    "recipe": recipe,
-                    "results": results,
-                },
-                handle,
-                indent=2,
+
+    def add(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            results["rows"].append(row)
+            print(
+                f"{row['measures']:>22} {row['form']:>14} batch {row['batch']:>5}: {row['images_per_second']:>11,.0f}"
+                f" images/s {row['ms']:>9.2f} ms  {row['speed_ratio']:.2f}x",
+                flush=True,
             )
+
+    add(number_formats(device, 256, args.repeats))
+    add(augmentations(device, args.repeats))
+    batches = (256, 512, 1024) if cuda else (256,)
+    precision = "bf16" if native_bf16(device) else "fp32"
+    for batch in batches:
+        add(epoch_and_step(device, batch, images, precision, compiled=False, repeats=max(2, args.repeats // 2)))
+        if cuda:
+            add(epoch_and_step(device, batch, images, precision, compiled=True, repeats=max(2, args.repeats // 2)))
+    add(stacked(device, 512 if cuda else 64, args.parallel, images, precision, cuda, max(2, args.repeats // 2)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(markdown(results))
+        print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,45 @@ def write_image_folder(root: Path, per_class: int = 3, size: int = 32) -> Path:
 def image_folder(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("VIT_TUTORIAL_CACHE", str(tmp_path / "cache"))
     return write_image_folder(tmp_path / "cifar")
+
+
+# The command line, run in a subprocess as a user runs it ----------------------------------------------------------
+
+TINY_ARGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--batch-size", "10", "--val-size", "10"]
+
+
+def run(*args, env=None, cwd=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "vit_tutorial", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli_workspace(tmp_path):
+    """A tiny image folder and an environment that points data, cache and runs into this test's folder."""
+    write_image_folder(tmp_path / "cifar", per_class=6)
+    env = {
+        **os.environ,
+        "VIT_TUTORIAL_CACHE": str(tmp_path / "cache"),
+        "VIT_TUTORIAL_DATA": str(tmp_path / "cifar"),
+        "VIT_TUTORIAL_RUNS": str(tmp_path / "runs"),
+    }
+    env.pop("VIT_TUTORIAL_DEBUG", None)
+    return tmp_path, env
+
+
+def one_clean_line(result, code=2):
+    """The failure a user sees: the exit status `code` and one line on stderr, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def train_args(out, *extra):
+    return ("train", "--out", str(out), "--epochs", "1", "--warmup-epochs", "0", "--no-progress", *TINY_ARGS, *extra)

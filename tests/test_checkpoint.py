@@ -1,8 +1,11 @@
+import os
+
 import pytest
 import torch
 
 from vit_tutorial import CheckpointError, ViT
 from vit_tutorial.checkpoint import load_checkpoint, load_model, save_checkpoint
+from vit_tutorial.pretrained import PRETRAINED, load_pretrained
 
 from .conftest import TINY
 
@@ -71,7 +74,7 @@ def test_load_pretrained_explains_when_no_checkpoint_is_shipped(monkeypatch, tmp
     _save(tmp_path / "absent.pt", model)
     loaded = pretrained.load_pretrained()
     assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
-    assert pretrained.pretrained_info()["history"] == [{"epoch": 1}]
+    assert pretrained.pretrained_record().history == [{"epoch": 1}]
 
 
 def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_path, monkeypatch, fake_data):
@@ -99,11 +102,66 @@ def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_p
     metrics["num_images"] = 10_000
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
     ship.ship(tmp_path / "run", "a tiny run")
-    info = pretrained.pretrained_info()
-    assert info["architecture"] == "vit" and info["note"] == "a tiny run" and "root" not in info["provenance"]
-    assert info["history"] == result.history and info["test_metrics"]["num_images"] == 10_000
+    info = pretrained.pretrained_record()
+    assert info.architecture == "vit" and info.note == "a tiny run" and "root" not in info.provenance
+    assert info.history == result.history and info.test_metrics["num_images"] == 10_000
     before = shipped.read_bytes()
     monkeypatch.setattr(ship, "LIMIT", 1000)
     with pytest.raises(ValueError, match="over the 1,000 limit; the shipped one is unchanged"):
         ship.ship(tmp_path / "run", "too big")
     assert shipped.read_bytes() == before and not list(shipped.parent.glob("*.staged"))
+
+
+def test_damaged_bytes_are_caught_by_the_checksum(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start : start + 4096] = os.urandom(4096)  # 4 KB overwritten inside the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged|not a readable checkpoint"):
+        load_model(path)
+
+
+def test_a_checkpoint_whose_weights_were_replaced_but_still_unpickle_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    payload = torch.load(path, weights_only=True)
+    payload["model"]["head.weight"] = torch.full_like(payload["model"]["head.weight"], float("nan"))
+    torch.save(payload, path)  # structurally valid, checksum now stale
+    with pytest.raises(CheckpointError, match="is damaged: its content does not match the checksum"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["model_config"].update(num_classes=100), "100-class model"),
+        (lambda p: p["model_config"].update(dim="128"), r"model configuration is invalid .*dim must be int"),
+        (lambda p: p.update(history="none"), "field 'history' should be list, found str"),
+        (lambda p: p.update(best_epoch=True), "field 'best_epoch' should be int, found bool"),
+        (lambda p: p["model"].update({"head.bias": [0.0] * 10}), "'head.bias' is not a tensor"),
+    ],
+)
+def test_structurally_valid_but_wrong_checkpoints_are_refused(tmp_path, change, message):
+    model = ViT(TINY)
+    payload = {"model_config": TINY.to_dict(), "model": model.state_dict(), "history": [], "best_epoch": 1}
+    change(payload)
+    path = save_checkpoint(tmp_path / "m.pt", payload)  # a valid checksum over wrong content
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_checkpoints_written_before_the_checksum_still_load(tmp_path):
+    model = ViT(TINY)
+    torch.save(
+        {
+            "format": "vit_tutorial.checkpoint/1",
+            "version": "0.1.0",
+            "model_config": TINY.to_dict(),
+            "model": model.state_dict(),
+        },
+        tmp_path / "old.pt",
+    )
+    assert "content_sha256" not in torch.load(tmp_path / "old.pt", weights_only=True)
+    load_model(tmp_path / "old.pt")
+    if PRETRAINED.is_file():
+        load_pretrained()

@@ -2,18 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from PIL import Image
 
-from .conftest import write_image_folder
+from vit_tutorial import cli
+from vit_tutorial.checkpoint import save_checkpoint
+from vit_tutorial.data import load_data
 
-
-def run(*args, env=None, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "vit_tutorial", *args], capture_output=True, text=True, env=env, cwd=cwd, check=False
-    )
+from .conftest import TINY_ARGS, one_clean_line, run, train_args, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +20,6 @@ def workspace(tmp_path_factory):
     env = {**os.environ, "VIT_TUTORIAL_CACHE": str(root / "cache"), "VIT_TUTORIAL_DATA": str(root / "cifar")}
     env.pop("VIT_TUTORIAL_DEBUG", None)
     return root, env
-
-
-TINY_ARGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--batch-size", "10", "--val-size", "10"]
 
 
 def test_train_evaluate_predict_end_to_end(workspace):
@@ -107,3 +101,100 @@ def test_every_command_has_help():
         result = run(command, "--help")
         assert result.returncode == 0 and "usage: vit-tutorial" in result.stdout
     assert "--patch-size" in run("train", "--help").stdout
+
+
+def test_output_paths_that_cannot_be_written_give_one_line(cli_workspace):
+    root, env = cli_workspace
+    (root / "a_file").write_text("in the way")
+    stderr = one_clean_line(run(*train_args(root / "a_file" / "run"), env=env))
+    assert "cannot write" in stderr and "a_file" in stderr
+    trained = run(*train_args(root / "runs" / "ok"), env=env)
+    assert trained.returncode == 0, trained.stderr
+    (root / "a_dir").mkdir()
+    stderr = one_clean_line(
+        run(
+            "evaluate", "--checkpoint", str(root / "runs" / "ok" / "best.pt"), "--metrics", str(root / "a_dir"), env=env
+        )
+    )
+    assert "cannot write" in stderr
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda:7", "tpu"])
+def test_unknown_devices_are_named(cli_workspace, device):
+    root, env = cli_workspace
+    stderr = one_clean_line(run(*train_args(root / "runs" / "d"), "--device", device, env=env))
+    assert device in stderr
+
+
+def test_ctrl_c_during_decoding_or_the_final_evaluation_is_one_line(cli_workspace, monkeypatch, capsys):
+    root, env = cli_workspace
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", env["VIT_TUTORIAL_CACHE"])
+    monkeypatch.setenv("VIT_TUTORIAL_DATA", env["VIT_TUTORIAL_DATA"])
+    from vit_tutorial import data as data_module
+
+    calls = []
+
+    def interrupt_on_the_fifth(path):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return Image.open(path).convert("RGB")
+
+    monkeypatch.setattr(data_module, "read_rgb", interrupt_on_the_fifth)
+    assert cli.main(list(train_args(root / "runs" / "k"))) == 130
+    assert "interrupted" in capsys.readouterr().err and not list((root / "cache").glob("*.npz"))
+    monkeypatch.undo()
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", env["VIT_TUTORIAL_CACHE"])
+    monkeypatch.setenv("VIT_TUTORIAL_DATA", env["VIT_TUTORIAL_DATA"])
+    from vit_tutorial import evaluate as evaluate_module
+
+    def interrupted_evaluation(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "evaluate", interrupted_evaluation)
+    assert cli.main(list(train_args(root / "runs" / "k"))) == 130  # Ctrl-C exits 130, as the README says
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "interrupted during the test evaluation" in err and "evaluate --checkpoint" in err
+    assert (root / "runs" / "k" / "best.pt").is_file() and (root / "runs" / "k" / "history.json").is_file()
+
+
+@pytest.mark.parametrize("subset", [-5, 0, 3])
+def test_subsets_that_make_no_sense_are_refused(cli_workspace, subset):
+    root, env = cli_workspace
+    stderr = one_clean_line(run(*train_args(root / "runs" / "s"), "--subset", str(subset), env=env))
+    assert "subset must be at least 10" in stderr
+    with pytest.raises(ValueError, match="more than the"):
+        load_data(root / "cifar", val_size=10, subset=10_000)
+
+
+def test_evaluate_on_a_subset_never_replaces_the_runs_own_metrics(cli_workspace):
+    root, env = cli_workspace
+    out = root / "runs" / "m"
+    assert run(*train_args(out), env=env).returncode == 0
+    own = (out / "metrics.json").read_text()
+    subset = run("evaluate", "--checkpoint", str(out / "best.pt"), "--subset", "20", env=env)
+    assert subset.returncode == 0, subset.stderr
+    assert (out / "metrics.json").read_text() == own and (out / "metrics-subset-4.json").is_file()
+    full = run("evaluate", "--checkpoint", str(out / "best.pt"), env=env)  # the same data: a refresh is fine
+    assert full.returncode == 0, full.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["provenance"]["description"] = "CIFAR-10, original (torchvision)"
+    metrics["provenance"]["source"] = "torchvision"
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    stderr = one_clean_line(run("evaluate", "--checkpoint", str(out / "best.pt"), env=env))
+    assert "holds metrics measured on other data" in stderr and "--metrics PATH" in stderr
+
+
+def test_predict_works_with_every_registered_model(cli_workspace):
+    root, env = cli_workspace
+    from vit_tutorial.finetune import FineTunedViT
+
+    model = FineTunedViT()
+    path = save_checkpoint(
+        root / "vit_b_16.pt",
+        {"architecture": "vit_b_16", "model_config": model.config.to_dict(), "model": model.state_dict()},
+    )
+    image = root / "cifar" / "test" / "cat" / "0000.png"
+    predicted = run("predict", str(image), "--checkpoint", str(path), "--top-k", "2", env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.count(",") == 1

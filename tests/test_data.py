@@ -6,7 +6,7 @@ from vit_tutorial import DataNotFoundError, VitTutorialError
 from vit_tutorial.augment import augment_batch, cutout, random_crop, random_flip
 from vit_tutorial.data import CIFAR10_MEAN, batches, data_root, denormalize, load_cifar10, normalize
 
-from .conftest import make_split
+from .conftest import make_split, write_image_folder
 
 
 def test_image_folder_source_loads_splits_and_labels(image_folder):
@@ -23,16 +23,17 @@ def test_image_folder_source_loads_splits_and_labels(image_folder):
 
 def test_image_folder_is_decoded_once_into_a_cache(image_folder, tmp_path):
     load_cifar10(image_folder, val_size=6)
-    caches = list((tmp_path / "cache").glob("cifar10-imagefolder-*.npz"))
-    assert len(caches) == 1
-    with np.load(caches[0]) as stored:
-        assert stored["train_images"].shape == (30, 32, 32, 3)
+    caches = sorted((tmp_path / "cache").glob("cifar10-imagefolder-*.npz"))
+    assert [c.name.split("-")[3] for c in caches] == ["test", "train"]  # one cache per split
+    with np.load(next(c for c in caches if "-train-" in c.name)) as stored:
+        assert stored["images"].shape == (30, 32, 32, 3)
     load_cifar10(image_folder, val_size=6)
-    assert list((tmp_path / "cache").glob("*.npz")) == caches  # the second load reads the cache
+    assert sorted((tmp_path / "cache").glob("*.npz")) == caches  # the second load reads the cache
     (image_folder / "train" / "cat" / "0000.png").unlink()  # a changed listing is decoded anew
     data = load_cifar10(image_folder, val_size=6)
     assert len(data.train) + len(data.val) == 29
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    now = sorted((tmp_path / "cache").glob("*.npz"))
+    assert len(now) == 2 and now != caches  # the train cache was replaced, the stale one removed
 
 
 def test_validation_split_is_seeded_and_disjoint(image_folder):
@@ -138,3 +139,27 @@ def test_mixup_and_cutmix_give_soft_targets_that_match_the_mixed_pixels():
     torch.testing.assert_close(mixed[:, 0, 0, 0], targets @ torch.arange(4.0))
     mixed, targets = mix_batch(images, labels, 4, mixup=0.0, cutmix=1.0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), targets @ torch.arange(4.0))  # pasted area = label weight
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing array", "wrong shape"])
+def test_a_damaged_decoded_cache_is_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", str(tmp_path / "cache"))
+    root = write_image_folder(tmp_path / "cifar", per_class=2)
+    first = load_cifar10(root, val_size=2)
+    (cache,) = (tmp_path / "cache").glob("*-train-*.npz")
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:300])
+    elif damage == "garbage":
+        cache.write_bytes(b"PK\x03\x04" + b"x" * 100)
+    else:
+        with np.load(cache) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        if damage == "missing array":
+            del arrays["labels"]
+        else:
+            arrays["images"] = arrays["images"][:, :16]
+        np.savez(cache, **arrays)
+    again = load_cifar10(root, val_size=2)
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
+    with np.load(cache) as stored:  # and the cache is sound again
+        assert stored["images"].shape == (20, 32, 32, 3)

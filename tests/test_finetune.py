@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from vit_tutorial import TrainConfig
-from vit_tutorial.attention import attention_overlay, cls_attention
+from vit_tutorial.attention import attend, attention_overlay, cls_attention
 from vit_tutorial.checkpoint import load_model
 from vit_tutorial.config import FineTuneConfig
 from vit_tutorial.errors import WeightsUnavailableError
-from vit_tutorial.finetune import FineTunedViT, load_imagenet_weights, logits_and_attentions, weights_file
+from vit_tutorial.finetune import FineTunedViT, load_imagenet_weights, weights_file
 from vit_tutorial.train import fit, make_optimizer
 
 
@@ -58,7 +58,7 @@ def test_attention_comes_from_the_real_forward_pass_as_a_14x14_grid(model):
     model.eval()
     with torch.no_grad():
         plain = model(images)
-    logits, attentions = logits_and_attentions(model, images)
+    logits, attentions = attend(model, images, normalised=True)
     assert torch.allclose(logits, plain, atol=1e-5)
     assert attentions.shape == (2, 12, 12, 197, 197)
     assert torch.allclose(attentions.sum(-1), torch.ones(2, 12, 12, 197), atol=1e-4)

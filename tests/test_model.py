@@ -81,3 +81,17 @@ def test_stochastic_depth_is_off_in_eval_and_random_in_training():
 
 def test_no_nans_for_large_inputs():
     assert torch.isfinite(ViT().eval()(torch.randn(2, 3, 32, 32) * 100)).all()
+
+
+def test_loading_the_small_vit_does_not_import_the_vit_b_16_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vit_tutorial.pretrained import load_pretrained, pretrained_available\n"
+        "model = load_pretrained() if pretrained_available() else None\n"
+        "print('vit_tutorial.finetune' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "False", result.stderr

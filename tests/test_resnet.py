@@ -51,7 +51,7 @@ def test_shared_trainer_learns_and_checkpoint_rebuilds_a_resnet(fake_data, tmp_p
     images = torch.randn(3, 3, 32, 32)
     assert torch.allclose(loaded(images), result.model.cpu().eval()(images), atol=1e-5)
     found = find_finished_run(ResNetConfig(), config, runs=tmp_path)
-    assert found is not None and found["architecture"] == "resnet"
+    assert found is not None and found.record.architecture == "resnet"
     assert find_finished_run(ViTConfig(), config, runs=tmp_path) is None  # a ResNet run is not a ViT run
 
 

@@ -6,8 +6,7 @@ import pytest
 
 from vit_tutorial.sweep import GridError, load_grid
 
-from .conftest import write_image_folder
-from .test_cli import run
+from .conftest import run, write_image_folder
 
 GRID = """
 [base]
@@ -107,3 +106,129 @@ def test_the_shipped_grids_are_valid():
     for grid in grids:
         recipes = load_grid(grid)
         assert len({r.name for r in recipes}) == len(recipes) >= 2
+
+
+LONG_GRID = """
+[base]
+dim = 16
+depth = 2
+heads = 2
+mlp_dim = 32
+epochs = 100000
+patience = 0
+warmup_epochs = 1
+batch_size = 10
+val_size = 10
+
+[recipes.a]
+lr = 0.05
+
+[recipes.b]
+lr = 0.1
+"""
+
+
+def _worker_pids(out):
+    """The processes that hold the recipes' run folders (from their lock files)."""
+    import re
+
+    pids = []
+    for name in ("a", "b"):
+        lock = out / name / ".lock"
+        found = re.search(r"process (\d+)", lock.read_text()) if lock.is_file() else None
+        if found:
+            pids.append(int(found.group(1)))
+    return pids
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (ended, not yet reaped by its parent) counts as ended
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_the_workers_never_outlive_the_sweep(cli_workspace, signal_name):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_runs import _wait_for
+
+    root, env = cli_workspace
+    (root / "grid.toml").write_text(LONG_GRID)
+    out = root / "sweep"
+    args = [
+        sys.executable,
+        "-m",
+        "vit_tutorial",
+        "sweep",
+        str(root / "grid.toml"),
+        "--out",
+        str(out),
+        "--parallel",
+        "2",
+    ]
+    parent = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_worker_pids(out)) == 2 and (out / "a" / "last.pt").is_file())
+        workers = _worker_pids(out)
+        second = run("sweep", str(root / "grid.toml"), "--out", str(out), env=env)
+        assert second.returncode == 2 and f"in use by process {parent.pid}" in second.stderr
+        parent.send_signal(getattr(signal, signal_name))
+        parent.communicate(timeout=120)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers), "a worker trains on without its sweep"
+    finally:
+        parent.kill()
+    assert (out / "a" / "last.pt").is_file()  # finished epochs kept
+    if signal_name == "SIGTERM":
+        assert parent.returncode != 0
+
+
+def test_sweep_bookkeeping_refuses_what_would_mislead(tmp_path, cli_workspace):
+    root, env = cli_workspace
+    (root / "grid.toml").write_text(GRID.replace("[recipes.diverges]\nlr = 1e12\ngrad_clip = 0.0\n", ""))
+    out = root / "sweep"
+    first = run("sweep", str(root / "grid.toml"), "--out", str(out), "--subset", "40", env=env)
+    assert first.returncode == 0, first.stderr
+    other = run("sweep", str(root / "grid.toml"), "--out", str(out), "--subset", "50", env=env)
+    assert other.returncode == 2 and "swept with other data options" in other.stderr
+    (out / "light" / "best.pt").write_bytes(b"damaged")
+    again = run("sweep", str(root / "grid.toml"), "--out", str(out), "--subset", "40", env=env)
+    rows = json.loads((out / "results.json").read_text())["recipes"]
+    light = next(r for r in rows if r["recipe"] == "light")
+    assert again.returncode == 2 and light["status"] == "failed" and "best.pt is unreadable" in light["error"]
+    for recipe in ("light", "heavy"):
+        (out / recipe / "best.pt").write_bytes(b"damaged")
+    run("sweep", str(root / "grid.toml"), "--out", str(out), "--subset", "40", env=env)
+    assert not (out / "winner.pt").exists()  # no recipe finished: no winner, not an old one
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[base]\nepochs = 2\n[recipes.a]\nlr = 0.1\n".replace("[base]\nepochs = 2", "base = 3"),
+            "base must be a table",
+        ),
+        ('[recipes."results.json"]\nlr = 0.1\n', "a file the sweep writes itself"),
+        ('[recipes."winner.pt"]\nlr = 0.1\n', "a file the sweep writes itself"),
+        ('[recipes."a\\n"]\nlr = 0.1\n', "becomes a folder name"),
+    ],
+)
+def test_more_grid_mistakes_are_named(tmp_path, text, message):
+    (tmp_path / "grid.toml").write_text(text)
+    with pytest.raises(GridError, match=message):
+        load_grid(tmp_path / "grid.toml")

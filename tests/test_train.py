@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_tutorial import CheckpointError, TrainConfig, TrainingDivergedError, ViT, pretrained, runs
+from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
 from vit_tutorial import train as train_module
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import normalize
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import fit, lr_factor, make_optimizer, select_device
+from vit_tutorial.train import fit, lr_factor, make_optimizer
 
 from .conftest import TINY, make_split
 
@@ -95,7 +95,7 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
     monkeypatch.setattr(train_module, "validate", interrupting_validate)
     with pytest.raises(KeyboardInterrupt):
         train_tiny(fake_data, config, out_dir=tmp_path / "cut")
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2  # the third epoch was lost, no more
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epochs_run"] == 2  # the third epoch was lost, no more
     monkeypatch.setattr(train_module, "validate", real_validate)
     resumed = train_tiny(fake_data, config, out_dir=tmp_path / "cut", resume=True)
     assert len(resumed.history) == 4
@@ -104,14 +104,6 @@ def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quic
         assert a["val_accuracy"] == b["val_accuracy"]
     for name, value in whole.model.state_dict().items():
         torch.testing.assert_close(value, resumed.model.state_dict()[name])
-
-
-def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
-    train_tiny(fake_data, quick_train_config.replace(epochs=1), out_dir=tmp_path)
-    with pytest.raises(CheckpointError, match="another training configuration"):
-        train_tiny(fake_data, quick_train_config.replace(momentum=0.5), out_dir=tmp_path, resume=True)
-    with pytest.raises(CheckpointError, match="nothing to resume"):
-        train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "empty", resume=True)
 
 
 def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quick_train_config, tmp_path, monkeypatch):
@@ -128,7 +120,7 @@ def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quic
     ):
         train_tiny(fake_data, quick_train_config, out_dir=tmp_path)
     kept = load_checkpoint(tmp_path / "last.pt")
-    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert kept["epochs_run"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
     assert not (tmp_path / "best.pt").exists()
 
 
@@ -152,47 +144,9 @@ def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_trai
     save_checkpoint(tmp_path / "last.pt", payload)
     lower = quick_train_config.replace(lr=0.01)
     result = train_tiny(fake_data, lower, out_dir=tmp_path, resume=True)
-    assert result.info["config_changes"] == [{"from_epoch": 2, "lr": [quick_train_config.lr, 0.01]}]
+    assert result.record.config_changes == [{"from_epoch": 2, "lr": [quick_train_config.lr, 0.01]}]
     assert result.history[1]["lr"] <= 0.01 and result.history[0]["lr"] > result.history[1]["lr"]
-    assert load_checkpoint(tmp_path / "best.pt")["config_changes"] == result.info["config_changes"]
-
-
-def test_a_folder_holding_a_run_is_refused_unless_overwritten(fake_data, quick_train_config, tmp_path):
-    config = quick_train_config.replace(epochs=1)
-    train_tiny(fake_data, config, out_dir=tmp_path)
-    (tmp_path / "metrics.json").write_text("{}")
-    before = (tmp_path / "best.pt").read_bytes()
-    with pytest.raises(CheckpointError, match=r"already holds a run \(last.pt, best.pt, metrics.json\); add --resume"):
-        train_tiny(fake_data, config, out_dir=tmp_path)
-    assert (tmp_path / "best.pt").read_bytes() == before
-    train_tiny(fake_data, config, out_dir=tmp_path, overwrite=True)
-    assert not (tmp_path / "metrics.json").exists()  # the old run's metrics went with it
-
-
-def test_resume_refuses_other_data(fake_data, quick_train_config, tmp_path):
-    train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "run")
-    (tmp_path / "run" / "best.pt").unlink()  # as if interrupted
-    smaller = fake_data.subset(100, 30, 30)
-    with pytest.raises(CheckpointError, match=r"trained on other data .*subset"):
-        train_tiny(smaller, quick_train_config, out_dir=tmp_path / "run", resume=True)
-
-
-def test_device_selection_falls_back_to_cpu():
-    assert select_device("cpu").type == "cpu"
-    if not torch.cuda.is_available():
-        assert select_device().type in ("cpu", "mps")
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            select_device("cuda")
-
-
-def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_train_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
-    config = quick_train_config.replace(epochs=1)
-    train_tiny(fake_data, config, out_dir=tmp_path / "runs" / "a")
-    found = runs.find_finished_run(TINY, config, tmp_path / "runs")
-    assert found is not None and found["path"].endswith("best.pt") and len(found["history"]) == 1
-    assert runs.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
-    assert runs.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
+    assert load_checkpoint(tmp_path / "best.pt")["config_changes"] == result.record.config_changes
 
 
 def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_train_config):
@@ -221,31 +175,81 @@ def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data,
     assert len(resumed.history) == 2
 
 
-def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, monkeypatch):
-    monkeypatch.delenv("VIT_TUTORIAL_RUNS", raising=False)
-    checkout = runs.runs_dir().parent
-    assert (checkout / "pyproject.toml").is_file() and runs.runs_dir().name == "runs"
-    monkeypatch.chdir(tmp_path)  # a notebook's working directory is notebooks/, not the checkout
-    assert runs.runs_dir() == checkout / "runs"
-    monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
-    assert runs.runs_dir() == tmp_path / "elsewhere"
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_query_key_decay_at_one_is_the_plain_decay_and_at_zero_spares_only_queries_and_keys(optimizer):
+    config = TrainConfig(optimizer=optimizer, weight_decay=0.1, lr=0.1, nesterov=optimizer == "sgd")
+    plain, rowwise, spared = (build_model(TINY) for _ in range(3))
+    for model in (rowwise, spared):
+        model.load_state_dict(plain.state_dict())
+    optimizers = [
+        make_optimizer(plain, config),
+        make_optimizer(rowwise, config),  # qk_decay 1: the plain groups
+        make_optimizer(spared, config.replace(qk_decay=0.0)),
+    ]
+    images, labels = normalize(make_split(10).images), torch.arange(10)
+    for _ in range(3):
+        for model, opt in zip((plain, rowwise, spared), optimizers):
+            opt.zero_grad()
+            F.cross_entropy(model(images), labels).backward()
+            for block in model.blocks:  # no gradient reaches the queries and keys: only decay moves them
+                block.attn.qkv.weight.grad[: 2 * TINY.dim] = 0.0
+            opt.step()
+    d = TINY.dim
+    for block_plain, block_spared, block_before in zip(plain.blocks, spared.blocks, build_model(TINY).blocks):
+        before = block_before.attn.qkv.weight[: 2 * d]
+        assert torch.equal(block_spared.attn.qkv.weight[: 2 * d], before)  # spared: untouched
+        assert (block_plain.attn.qkv.weight[: 2 * d].norm() < before.norm()).item()  # decayed
+    for p, r in zip(plain.parameters(), rowwise.parameters()):
+        assert torch.equal(p, r)
 
 
-def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
-    fake_data, quick_train_config, tmp_path
-):
-    from vit_tutorial.evaluate import predict_logits
+def test_query_key_decay_matches_the_decay_of_a_separate_group():
+    """With qk_decay 0.5, the query/key rows decay as if they sat in their own group at half the decay."""
+    config = TrainConfig(weight_decay=0.2, lr=0.1, qk_decay=0.5)
+    model, reference = build_model(TINY), build_model(TINY)
+    reference.load_state_dict(model.state_dict())
+    optimizer = make_optimizer(model, config)
+    qkv = [b.attn.qkv.weight for b in reference.blocks]
+    others = [p for n, p in reference.named_parameters() if p.ndim == 2 and "qkv" not in n]
+    rest = [
+        p for n, p in reference.named_parameters() if not (p.ndim == 2 and "qkv" not in n) and "qkv.weight" not in n
+    ]
+    sgd = torch.optim.SGD(
+        [
+            {"params": others, "weight_decay": 0.2},
+            {"params": rest, "weight_decay": 0.0},
+            {"params": qkv, "weight_decay": 0.1},  # all rows at half: compare the q and k rows below
+        ],
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+    )
+    images, labels = normalize(make_split(10).images), torch.arange(10)
+    for model_, opt in ((model, optimizer), (reference, sgd)):
+        for _ in range(2):
+            opt.zero_grad()
+            F.cross_entropy(model_(images), labels).backward()
+            opt.step()
+    d = TINY.dim
+    for ours, theirs in zip(model.blocks, reference.blocks):
+        torch.testing.assert_close(ours.attn.qkv.weight[: 2 * d], theirs.attn.qkv.weight[: 2 * d])
 
-    config = quick_train_config.replace(epochs=2)
-    result = train_tiny(fake_data, config, out_dir=tmp_path / "run")
-    payload = load_checkpoint(tmp_path / "run" / "best.pt")
-    record = runs.run_record(payload, result.model, fake_data, note="tiny")
-    path = runs.write_run_record(record, "tiny", tmp_path)
-    loaded = runs.load_run_record("tiny", tmp_path)
-    assert loaded["history"] == result.history and loaded["note"] == "tiny" and "model" not in loaded
-    assert torch.equal(loaded["test_predictions"], predict_logits(result.model, fake_data.test).argmax(1))
-    assert loaded["test_metrics"]["num_images"] == len(fake_data.test) and path.stat().st_size < 50_000
-    assert runs.load_run_record("absent", tmp_path) is None
-    path.write_text("{")
-    with pytest.raises(CheckpointError, match="not a readable run record"):
-        runs.load_run_record("tiny", tmp_path)
+
+def test_prefetching_the_next_epoch_changes_nothing(fake_data, quick_train_config, monkeypatch):
+    """The GPU path prepares each epoch's batches while the previous epoch trains; on the CPU the same code
+    must give exactly the batches, and so the run, of the plain path."""
+    from vit_tutorial.graphs import Prefetcher
+
+    config = quick_train_config.replace(epochs=3, augment="trivialaugment", mixup=0.5, random_erasing=0.5)
+    plain = train_tiny(fake_data, config)
+    original = train_module.epochs
+
+    def prefetched(run, step, *, progress, prefetcher=None):
+        ahead = Prefetcher(torch.device("cpu"), lambda epoch: train_module.epoch_batches(run, epoch), config.epochs)
+        yield from original(run, step, progress=progress, prefetcher=ahead)
+
+    monkeypatch.setattr(train_module, "epochs", prefetched)
+    ahead = train_tiny(fake_data, config)
+    assert [h["train_loss"] for h in ahead.history] == [h["train_loss"] for h in plain.history]
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(value, ahead.model.state_dict()[name])

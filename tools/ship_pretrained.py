@@ -19,7 +19,7 @@ from pathlib import Path
 from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint, stored_architecture
 from vit_tutorial.errors import VitTutorialError, first_line
 from vit_tutorial.pretrained import PRETRAINED
-from vit_tutorial.runs import RECORD_KEYS
+from vit_tutorial.record import RunRecord
 
 LIMIT = 10 * 1000 * 1000
 
@@ -44,16 +44,13 @@ def ship(run: Path, note: str) -> None:
         raise ValueError(
             f"{run}/metrics.json was measured on {metrics.get('num_images')} images; ship a full test-set score"
         )
-    provenance = {k: v for k, v in best["provenance"].items() if k != "root"}
-    keep = (*RECORD_KEYS, "model", "config_changes")  # what a run record keeps, plus the weights
-    payload = {key: best[key] for key in keep if key in best}
-    payload.update(
-        provenance=provenance,
-        note=note,
-        test_metrics={
-            k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")
-        },
-    )
+    record = RunRecord.from_dict(best)
+    record.provenance = {k: v for k, v in record.provenance.items() if k != "root"}
+    record.note = note
+    record.test_metrics = {
+        k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")
+    }
+    payload = {**record.to_dict(), "model": best["model"]}  # the record and the weights, no resume state
     staged = save_checkpoint(PRETRAINED.with_name(PRETRAINED.name + ".staged"), payload)
     size = staged.stat().st_size
     if size > LIMIT:
@@ -63,7 +60,7 @@ def ship(run: Path, note: str) -> None:
         )
     os.replace(staged, PRETRAINED)  # the old checkpoint stays until the new one is whole and within the limit
     print(
-        f"wrote {PRETRAINED} ({size:,} bytes): test accuracy {metrics['accuracy']:.4f}, best epoch {best['best_epoch']}"
+        f"wrote {PRETRAINED} ({size:,} bytes): test accuracy {metrics['accuracy']:.4f}, best epoch {record.best_epoch}"
     )
 
 

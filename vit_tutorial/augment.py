@@ -5,17 +5,23 @@ and each function takes a `torch.Generator`, so a seeded run draws the same crop
 
 TrivialAugment-Wide (Müller & Hutter, 2021) and RandAugment (Cubuk et al., 2020) are applied per sample:
 every image of a batch draws its own operation and magnitude, and each operation computes what
-torchvision's `transforms.v2.functional` computes for one image, for the whole batch at once.
+torchvision's `transforms.v2.functional` computes for one image, for the images that drew it.
+
+`Pipeline` is the whole way from stored images to what a training step sees (the uint8 augmentation,
+normalisation, random erasing, mixup / CutMix), built from a `TrainConfig` and called in one place.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+
+from .config import AUGMENTATIONS, TrainConfig
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -28,13 +34,13 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
         (B, C, H, W), each image shifted by up to `padding` pixels in each direction.
     """
     b, _, h, w = images.shape
-    padded = F.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)  # (b, c, h + 2p, w + 2p)
+    padded = F.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)  # (b, c, H + 2p, W + 2p)
     top = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=generator.device)
     left = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=generator.device)
-    rows = (top + torch.arange(h, device=top.device)).to(images.device)  # (b, h)
-    cols = (left + torch.arange(w, device=left.device)).to(images.device)  # (b, w)
+    rows = (top + torch.arange(h, device=top.device)).to(images.device)  # (b, H)
+    cols = (left + torch.arange(w, device=left.device)).to(images.device)  # (b, W)
     batch = torch.arange(b, device=images.device)[:, None, None]
-    cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+    cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (b, H, W, c)
     return cropped.permute(0, 3, 1, 2).contiguous()
 
 
@@ -55,7 +61,7 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     cx = torch.randint(0, w, (b, 1, 1), generator=generator, device=generator.device).to(images.device)
     ys = torch.arange(h, device=images.device)[None, :, None]
     xs = torch.arange(w, device=images.device)[None, None, :]
-    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)  # (b, h, w)
+    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)  # (b, H, W)
     return images * (~inside)[:, None].to(images.dtype)
 
 
@@ -121,7 +127,7 @@ def magnitude_table(space: dict[str, float]) -> torch.Tensor:
     return table
 
 
-def trivial_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def trivial_augment(images: torch.Tensor, generator: torch.Generator, *, dense: bool = False) -> torch.Tensor:
     """TrivialAugment-Wide: each image gets one random operation at a random level, with a random sign.
 
     Args:
@@ -130,10 +136,13 @@ def trivial_augment(images: torch.Tensor, generator: torch.Generator) -> torch.T
     b = images.shape[0]
     op = _randint(len(OPERATIONS), b, generator, images.device)
     level = _randint(BINS, b, generator, images.device)
-    return apply_operations(images, op, _signed_magnitude("trivialaugment", op, level, generator))
+    apply = apply_operations_dense if dense else apply_operations
+    return apply(images, op, _signed_magnitude("trivialaugment", op, level, generator))
 
 
-def rand_augment(images: torch.Tensor, generator: torch.Generator, n: int = 2, m: int = 9) -> torch.Tensor:
+def rand_augment(
+    images: torch.Tensor, generator: torch.Generator, n: int = 2, m: int = 9, *, dense: bool = False
+) -> torch.Tensor:
     """RandAugment: `n` random operations in a row per image, all at level `m` (0..30), each with a random sign.
 
     Args:
@@ -143,7 +152,8 @@ def rand_augment(images: torch.Tensor, generator: torch.Generator, n: int = 2, m
     level = torch.full((b,), m, dtype=torch.long, device=images.device)
     for _ in range(n):
         op = _randint(len(OPERATIONS), b, generator, images.device)
-        images = apply_operations(images, op, _signed_magnitude("randaugment", op, level, generator))
+        apply = apply_operations_dense if dense else apply_operations
+        images = apply(images, op, _signed_magnitude("randaugment", op, level, generator))
     return images
 
 
@@ -161,14 +171,31 @@ def _signed_magnitude(space: str, op: torch.Tensor, level: torch.Tensor, generat
 def apply_operations(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Apply operation `op[i]` (an index into OPERATIONS) with `magnitude[i]` to image i.
 
-    Every operation is computed for the whole batch and each image keeps its own: no shape depends
-    on the draw, so the same code runs on any device and inside a captured graph.
+    Each operation runs only on the images that drew it, so a batch costs about one operation per image;
+    learning how many drew each costs one host synchronisation per call. `apply_operations_dense` gives
+    the same output with shapes that do not depend on the draw.
 
     Args:
         images: (B, C, H, W) uint8.
         op: (B,) int64 operation indices.
         magnitude: (B,) float64 signed magnitudes, in the units of `magnitude_table`.
     """
+    out = images.clone()
+    order = torch.argsort(op, stable=True)  # the images grouped by the operation they drew
+    counts = torch.bincount(op, minlength=len(OPERATIONS)).tolist()
+    start = counts[0]  # identity: nothing to do
+    for name, count in zip(OPERATIONS[1:], counts[1:]):
+        if count:
+            chosen = order[start : start + count]
+            out[chosen] = OPERATION_FUNCTIONS[name](images[chosen], magnitude[chosen])
+        start += count
+    return out
+
+
+def apply_operations_dense(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """`apply_operations`, computing every operation for the whole batch and keeping each image's own: no
+    shape depends on the draw, as a captured graph needs, at 13 times the work. Kept to check and measure
+    the sparse form against."""
     out = images
     for i, name in enumerate(OPERATIONS[1:], start=1):
         chosen = (op == i)[:, None, None, None]
@@ -212,7 +239,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     rescaled = theta.transpose(1, 2).clone()  # (b, 3, 2)
     rescaled[..., 0] /= 0.5 * w
     rescaled[..., 1] /= 0.5 * h
-    grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(rescaled)  # (b, h * w, 2)
+    grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(rescaled)  # (b, H * W, 2)
     sampled = F.grid_sample(
         images.float(), grid.view(b, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False
     )
@@ -287,7 +314,7 @@ def _sharpness(images, magnitude):
     c = images.shape[1]
     kernel = torch.full((3, 3), 1.0 / 13.0, device=images.device)
     kernel[1, 1] = 5.0 / 13.0
-    smooth = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).round()  # (b, c, h - 2, w - 2)
+    smooth = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).round()  # (b, c, H - 2, W - 2)
     smooth = F.pad(smooth, (1, 1, 1, 1))
     inner = torch.zeros_like(images[:1, :1], dtype=torch.bool)
     inner[..., 1:-1, 1:-1] = True
@@ -359,31 +386,34 @@ def random_erasing(
     ys = torch.arange(h, device=images.device)[None, :, None]
     xs = torch.arange(w, device=images.device)[None, None, :]
     inside = (ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
-    inside = inside & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None])  # (b, h, w)
+    inside = inside & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None])  # (b, H, W)
     return images.masked_fill((inside & erase[:, None, None])[:, None], 0.0)
 
 
-KINDS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment")
-
-
 def augment_batch(
-    images: torch.Tensor, kind: str, generator: torch.Generator, *, randaugment_n: int = 2, randaugment_m: int = 9
+    images: torch.Tensor,
+    kind: str,
+    generator: torch.Generator,
+    *,
+    randaugment_n: int = 2,
+    randaugment_m: int = 9,
+    dense: bool = False,
 ) -> torch.Tensor:
     """Apply the named augmentation (see `TrainConfig.augment`) to a (B, C, H, W) uint8 batch.
 
     "trivialaugment" and "randaugment" come after the flip and crop, as in the CIFAR recipes of their papers.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown augmentation {kind!r}; expected one of {', '.join(repr(k) for k in KINDS)}")
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {kind!r}; expected one of {', '.join(repr(k) for k in AUGMENTATIONS)}")
     if kind == "none":
         return images
     images = random_flip(random_crop(images, 4, generator), generator)
     if kind == "flip-crop-cutout":
         images = cutout(images, 12, generator)
     elif kind == "trivialaugment":
-        images = trivial_augment(images, generator)
+        images = trivial_augment(images, generator, dense=dense)
     elif kind == "randaugment":
-        images = rand_augment(images, generator, randaugment_n, randaugment_m)
+        images = rand_augment(images, generator, randaugment_n, randaugment_m, dense=dense)
     return images
 
 
@@ -426,3 +456,69 @@ def mix_batch(
         images = lam * images + (1 - lam) * images[order]
     one_hot = torch.nn.functional.one_hot(labels, num_classes).float()
     return images, lam * one_hot + (1 - lam) * one_hot[order]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Stored uint8 images -> what one training step sees, in this order: the uint8 augmentation (flip + crop,
+    then cutout, TrivialAugment or RandAugment), normalisation, random erasing, then mixup or CutMix.
+
+    `Pipeline.from_config(config)` builds it from a `TrainConfig`; `pipeline(images, labels, generator)` runs
+    it on one batch. All draws come from `generator`, in a fixed order, so a seeded epoch repeats exactly.
+    """
+
+    augment: str = "none"
+    randaugment_n: int = 2
+    randaugment_m: int = 9
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    num_classes: int = 10
+    dense: bool = False  # every operation on every image (the graph-friendly form), for comparison
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, num_classes: int = 10, dense: bool = False) -> Pipeline:
+        return cls(
+            augment=config.augment,
+            randaugment_n=config.randaugment_n,
+            randaugment_m=config.randaugment_m,
+            random_erasing=config.random_erasing,
+            mixup=config.mixup,
+            cutmix=config.cutmix,
+            num_classes=num_classes,
+            dense=dense,
+        )
+
+    @property
+    def mixes(self) -> bool:
+        """True when the targets are soft labels (B, num_classes) instead of class indices (B,)."""
+        return self.mixup > 0 or self.cutmix > 0
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) uint8 and (B,) labels -> normalised float images and targets, on `device`.
+
+        The uint8 augmentation runs where `images` are (the generator's device); the rest on `device`.
+        """
+        from .data import normalize
+
+        images = augment_batch(
+            images,
+            self.augment,
+            generator,
+            randaugment_n=self.randaugment_n,
+            randaugment_m=self.randaugment_m,
+            dense=self.dense,
+        )
+        device = device if device is not None else images.device
+        images = normalize(images.to(device, non_blocking=True))
+        labels = labels.to(device, non_blocking=True)
+        if self.random_erasing > 0:
+            images = random_erasing(images, self.random_erasing, generator)
+        targets = labels
+        if self.mixes:
+            images, targets = mix_batch(
+                images, labels, self.num_classes, mixup=self.mixup, cutmix=self.cutmix, generator=generator
+            )
+        return images, targets

@@ -64,7 +64,13 @@ def browser_payload(model: ViT) -> dict[str, Any]:
 
 
 def write_browser_weights(model: ViT, path: str | os.PathLike) -> Path:
-    """Write the weights script (about 6.4 MB for the book's model) to `path`."""
+    """Write the weights script (about 6.4 MB for the book's model) to `path`.
+
+    Raises:
+        TypeError: `model` is not the book's ViT, the one model `vit.js` runs.
+    """
+    if not isinstance(model, ViT):
+        raise TypeError(f"the browser runs the book's ViT (vit_tutorial.model.ViT), not a {type(model).__name__}")
     payload = json.dumps(browser_payload(model), separators=(",", ":"))
     return write_text(
         path,

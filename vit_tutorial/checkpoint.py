@@ -1,11 +1,12 @@
 """Checkpoints: written atomically, checksummed, loaded without executing pickled code, checked against a schema.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with `torch.save`
-and read back with `torch.load(..., weights_only=True)`, which refuses anything else. It carries both
-configs, the history, the data provenance and the package version, so a model can be rebuilt and
-its numbers traced from the file alone. A SHA-256 digest of its whole content, written at save time,
-is checked at load time, so damaged bytes are refused instead of used; files written before the digest
-existed still load.
+and read back with `torch.load(..., weights_only=True)`, which refuses anything else. It carries the
+run's record (`record.RunRecord`: both configs, the history, the data provenance) and the package
+version, so a model can be rebuilt and its numbers traced from the file alone. A SHA-256 digest of its
+whole content, written at save time, is checked at load time, so damaged bytes are refused instead of
+used; files written before the digest existed still load. The schema follows from the record's fields;
+the configs are validated as the configs themselves validate; weights must be finite.
 """
 
 from __future__ import annotations
@@ -22,37 +23,24 @@ from ._version import __version__
 from .data import CLASSES
 from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line
 from .files import write_atomically
+from .record import CHECKPOINT_SCHEMA, RunRecord
 from .registry import MODELS, spec_named
 
 FORMAT = "vit_tutorial.checkpoint/1"
 CHECKSUM = "content_sha256"
 REQUIRED_KEYS = ("format", "version", "model_config", "model")
-SCHEMA: dict[str, tuple[type, ...]] = {  # the type of every field a checkpoint of this package may hold
+WEIGHTS = ("model", "best_model", "ema")
+# The type of every field a checkpoint of this package may hold: the record's, what resuming needs, and these.
+SCHEMA: dict[str, tuple[type, ...]] = {
     "format": (str,),
     "version": (str,),
-    "architecture": (str, type(None)),
-    "model_config": (dict,),
-    "model": (dict,),
-    "train_config": (dict, type(None)),
-    "history": (list,),
-    "best_epoch": (int,),
-    "epoch": (int,),
-    "epochs_run": (int,),
-    "bad_epochs": (int,),
-    "best_val_accuracy": (float, int),
-    "wall_seconds": (float, int),
-    "provenance": (dict,),
-    "hardware": (str,),
-    "stopped_early": (bool,),
-    "note": (str,),
-    "test_metrics": (dict,),
-    "optimizer": (dict,),
-    "scheduler": (dict,),
-    "ema": (dict,),
-    "best_model": (dict,),
-    "config_changes": (list,),
     CHECKSUM: (str,),
+    **CHECKPOINT_SCHEMA,
+    "architecture": (str, type(None)),  # None and no train config in files written before the fields existed
+    "train_config": (dict, type(None)),
 }
+# Weight names of older releases, mapped to today's (the MLP's layers became fc1 and fc2, as in timm).
+RENAMED_WEIGHTS = {"vit": ((".mlp.net.0.", ".mlp.fc1."), (".mlp.net.3.", ".mlp.fc2."))}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -125,6 +113,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"re-run training or use another copy"
         )
     check_schema(payload, str(path))
+    return upgrade_weights(payload)
+
+
+def upgrade_weights(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with weight names of older releases renamed to today's (its checksum is of the stored form)."""
+    renames = RENAMED_WEIGHTS.get(stored_architecture(payload), ())
+    for key in WEIGHTS:
+        if key in payload:
+            state = payload[key]
+            for old, new in renames:
+                state = {name.replace(old, new): value for name, value in state.items()}
+            payload[key] = state
     return payload
 
 
@@ -141,15 +141,29 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
                 f"{source}: field {key!r} should be {expected}, found {type(value).__name__}; "
                 f"the file is damaged or was not written by vit_tutorial"
             )
-    for key in ("model", "best_model", "ema"):
+    for key in WEIGHTS:
         bad = [name for name, value in payload.get(key, {}).items() if not isinstance(value, torch.Tensor)]
         if bad:
             raise CheckpointError(f"{source}: {key} entry {bad[0]!r} is not a tensor; the file is damaged")
+        broken = [
+            name
+            for name, value in payload.get(key, {}).items()
+            if value.is_floating_point() and not torch.isfinite(value).all()
+        ]
+        if broken:
+            raise CheckpointError(
+                f"{source}: {key} weight {broken[0]!r} holds NaN or infinite values (a diverged run or a damaged "
+                "file); use an earlier checkpoint or train again"
+            )
     architecture = stored_architecture(payload, source)
     try:
         config = MODELS[architecture].config_class.from_dict(payload["model_config"])
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{source}: its model configuration is invalid ({first_line(error, 200)})") from None
+    try:
+        RunRecord.from_dict(payload)
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{source}: its training configuration is invalid ({first_line(error, 200)})") from None
     if config.num_classes != len(CLASSES):
         raise CheckpointError(
             f"{source} holds a {config.num_classes}-class model; this package's models classify the "

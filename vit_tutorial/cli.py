@@ -12,57 +12,49 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
 
-from .config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig
-from .errors import VitTutorialError, first_line
+from .config import FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig, help_of
+from .errors import Interrupted, VitTutorialError, first_line, shown
 from .registry import FROM_SCRATCH, MODELS
 
 FINETUNED = "vit_b_16"
-MODEL_OPTIONS = (
-    "patch_size",
-    "dim",
-    "depth",
-    "heads",
-    "mlp_dim",
-    "dropout",
-    "drop_path",
-)  # the rest is fixed by CIFAR-10
-CHOICES = {"augment": AUGMENTATIONS, "schedule": SCHEDULES, "optimizer": OPTIMIZERS}
+MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest: CIFAR-10's
+DEBUG_ENV = "VIT_TUTORIAL_DEBUG"
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """The `# comment` after each field in the dataclass source, used as option help."""
-    import inspect
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line and a hint, not the whole usage block."""
 
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        name, _, rest = line.strip().partition(":")
-        if "#" in rest and name.isidentifier():
-            comments[name] = rest.split("#", 1)[1].strip()
-    return comments
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _add_config_options(
     parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None, defaults=None
 ) -> None:
-    """One option per field of `cls` (or of `names`); `defaults`, an instance, overrides the field defaults."""
+    """One option per field of `cls` (or of `names`), with the field's help; `defaults`, an instance, overrides
+    the field defaults. A `Literal` field takes its choices, a bool field --x / --no-x."""
     group = parser.add_argument_group(f"{cls.__name__} options")
-    comments = _field_comments(cls)
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if names is not None and field.name not in names:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name) if defaults is not None else field.default
-        help_text = f"{comments.get(field.name, '')} (default: {default})"
+        help_text = (
+            f"{help_of(field)} (default: {default!r})"
+            if isinstance(default, str)
+            else f"{help_of(field)} (default: {default})"
+        )
         kind = hints[field.name]
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif field.name in CHOICES:
-            group.add_argument(flag, choices=CHOICES[field.name], default=None, help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(kind), default=None, help=help_text)
         else:
             group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=help_text)
 
@@ -77,7 +69,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--data", metavar="ROOT", help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)"
     )
     parser.add_argument(
-        "--download", action="store_true", help="download the original CIFAR-10 with torchvision if it is missing"
+        "--download",
+        action="store_true",
+        help="download the original CIFAR-10 with torchvision if it is missing (done anyway when no root is set)",
     )
     parser.add_argument(
         "--subset",
@@ -108,11 +102,25 @@ def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUT instead of refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
+    _add_precision_option(parser)
+
+
+def _add_precision_option(parser: argparse.ArgumentParser) -> None:
+    from .devices import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="bf16 autocast or fp32; auto: bf16 where the device multiplies it natively (default: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sweep,finetune,evaluate,predict}")
+    parser = Parser(prog="vit-tutorial", description="Vision Transformers from scratch on CIFAR-10.")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,sweep,finetune,evaluate,predict}", parser_class=Parser
+    )
 
     train = commands.add_parser(
         "train",
@@ -138,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)"
     )
     sweep.add_argument("--compile", action="store_true", help="train through torch.compile and CUDA graphs on CUDA")
+    sweep.add_argument(
+        "--stack",
+        action="store_true",
+        help="train recipes that share the model and batch size as one stacked model in one process "
+        "(vit_tutorial.stacked); the others as separate workers",
+    )
+    _add_precision_option(sweep)
     _add_data_options(sweep)
 
     from .finetune import FINETUNE_RECIPE
@@ -170,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--metrics",
         type=Path,
-        help="where to write the JSON metrics (default: metrics.json next to the "
-        "checkpoint; metrics-subset-N.json with --subset)",
+        help="where to write the JSON metrics, a .json file (default: beside the checkpoint, metrics.json for "
+        "best.pt, metrics-NAME.json for NAME.pt, metrics-subset-N.json with --subset)",
     )
 
     predict = commands.add_parser(
@@ -183,10 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_data(args: argparse.Namespace, val_size: int, seed: int):
+def _load_data(args: argparse.Namespace, val_size: int, seed: int, test_only: bool = False):
     from .data import load_data
 
-    return load_data(args.data, val_size=val_size, seed=seed, download=args.download, subset=args.subset)
+    download = True if args.download else None
+    return load_data(
+        args.data, val_size=val_size, seed=seed, download=download, subset=args.subset, test_only=test_only
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -203,8 +221,7 @@ def _train(args: argparse.Namespace) -> None:
     else:
         model_config = _config_from_args(ViTConfig, args)
     train_config = _config_from_args(TrainConfig, args)
-    args.out = args.out or runs_dir() / args.model
-    _fit_and_report(args, build_model(model_config, train_config.seed), train_config)
+    _train_run(args, build_model(model_config, train_config.seed), train_config, runs_dir() / args.model)
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -214,60 +231,30 @@ def _finetune(args: argparse.Namespace) -> None:
     from .runs import runs_dir
 
     train_config = _config_from_args(TrainConfig, args, FINETUNE_RECIPE)
-    args.out = args.out or runs_dir() / FINETUNED
     torch.manual_seed(train_config.seed)
     model = FineTunedViT(_config_from_args(FineTuneConfig, args))
     if args.weights == "imagenet" and not args.resume:
         load_imagenet_weights(model)
     elif args.weights == "random":
         print("random weights: this run checks the code path; its accuracy means nothing", file=sys.stderr)
-    _fit_and_report(args, model, train_config)
+    _train_run(args, model, train_config, runs_dir() / FINETUNED)
 
 
-def _fit_and_report(args: argparse.Namespace, model, train_config: TrainConfig) -> None:
-    """Train `model` on the data `args` names, then evaluate it on the test set and write history and metrics."""
-    from .evaluate import evaluate, save_metrics
-    from .files import write_json
-    from .train import fit, select_device
+def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, default_out: Path) -> None:
+    from .runs import train_run
 
-    device = select_device(args.device)
     data = _load_data(args, train_config.val_size, train_config.seed)
-    print(
-        f"data: {data.provenance['description']} from {data.provenance['root']} "
-        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)"
-    )
-    try:
-        result = fit(
-            model,
-            data,
-            train_config,
-            device=device,
-            out_dir=args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            compile=args.compile,
-        )
-    except KeyboardInterrupt:
-        saved = (
-            f"finished epochs are saved in {args.out / 'last.pt'}: add --resume to continue"
-            if (args.out / "last.pt").is_file()
-            else "no epoch had finished, so nothing was saved"
-        )
-        raise VitTutorialError(f"interrupted; {saved}") from None
-    write_json(args.out / "history.json", result.history)
-    try:
-        metrics = evaluate(result.model, data.test, device=device)
-    except KeyboardInterrupt:
-        raise VitTutorialError(
-            f"interrupted during the test evaluation; training had finished and {args.out}/best.pt is "
-            f"written: run `evaluate --checkpoint {args.out}/best.pt` to score it"
-        ) from None
-    metrics.update(best_epoch=result.best_epoch, provenance=data.provenance, hardware=result.info["hardware"])
-    save_metrics(metrics, args.out / "metrics.json")
-    print(
-        f"best epoch {result.best_epoch} (val accuracy {result.info['best_val_accuracy']:.4f}); "
-        f"test accuracy {metrics['accuracy']:.4f}; wrote {args.out}/best.pt, history.json, metrics.json"
+    train_run(
+        model,
+        data,
+        train_config,
+        args.out or default_out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=not args.no_progress,
+        compile=args.compile,
+        precision=args.precision,
     )
 
 
@@ -281,74 +268,101 @@ def _sweep(args: argparse.Namespace) -> None:
             raise ValueError(f"--subset must be at least {MIN_SUBSET} training images, got {args.subset}")
 
     options = SweepOptions(
-        device=args.device, data=args.data, download=args.download, subset=args.subset, compile=args.compile
+        device=args.device,
+        data=args.data,
+        download=args.download,
+        subset=args.subset,
+        compile=args.compile,
+        precision=args.precision,
     )
-    rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options)
+    rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options, stack=args.stack)
     print((args.out / "results.md").read_text(), end="")
     failed = [row["recipe"] for row in rows if row["status"] != "finished"]
-    print(f"wrote {args.out}/results.json, results.md" + (", winner.pt" if len(failed) < len(rows) else ""))
+    print(f"wrote {shown(args.out)}/results.json, results.md" + (", winner.pt" if len(failed) < len(rows) else ""))
     if failed:
         raise VitTutorialError(
-            f"{len(failed)} of {len(rows)} recipes failed ({', '.join(failed)}); their {args.out}/NAME/log.txt say why"
+            f"{len(failed)} of {len(rows)} recipes failed ({', '.join(failed)}); their {shown(args.out)}/NAME/log.txt "
+            "say why"
         )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint, model_from_checkpoint, stored_architecture
-    from .evaluate import evaluate, save_metrics
+    from .devices import select_device
+    from .evaluate import save_metrics, test_metrics
+    from .record import RunRecord
     from .runs import runs_dir
-    from .train import select_device
 
     args.checkpoint = args.checkpoint or runs_dir() / (args.model or "vit") / "best.pt"
     payload = load_checkpoint(args.checkpoint)
     held = stored_architecture(payload, str(args.checkpoint))
     if args.model is not None and held != args.model:
         raise ValueError(f"{args.checkpoint} holds a {held} model, not --model {args.model}; pass the matching --model")
+    record = RunRecord.from_dict(payload)
     device = select_device(args.device)
-    train_config = payload.get("train_config") or {}
-    data = _load_data(args, train_config.get("val_size", 5000), train_config.get("seed", 0))
-    target = args.metrics or _default_metrics_path(args.checkpoint, data.provenance)
+    config = record.train_config
+    data = _load_data(args, config.val_size, config.seed, test_only=True)
+    target = _metrics_path(args.metrics, args.checkpoint, data.provenance)
     model = model_from_checkpoint(payload, str(args.checkpoint)).to(device)
-    metrics = evaluate(model, data.test, device=device)
-    metrics["provenance"] = data.provenance
+    metrics = test_metrics(
+        model, data.test, record, device=device, provenance=data.provenance, checkpoint=args.checkpoint
+    )
     path = save_metrics(metrics, target)
     print(
         f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images "
-        f"({data.provenance['description']}); wrote {path}"
+        f"({data.provenance['description']}); wrote {shown(path)}"
     )
     for name, row in metrics["per_class"].items():
         print(f"  {name:<11} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
 
 
-def _default_metrics_path(checkpoint: Path, provenance: dict) -> Path:
-    """metrics.json beside the checkpoint (metrics-subset-N.json for a subset), but never over the metrics of
-    other data: a run's own metrics.json is what `tools/ship_pretrained.py` ships."""
-    subset = provenance.get("subset")
-    path = checkpoint.with_name(f"metrics-subset-{subset['test']}.json" if subset else "metrics.json")
-    if path.is_file():
+TEST_IDENTITY = ("source", "description", "test_fingerprint", "subset")
+
+
+def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict) -> Path:
+    """Where `evaluate` writes: `given`, else beside the checkpoint (metrics.json for best.pt, metrics-NAME.json
+    for NAME.pt, metrics-subset-N.json for a subset of N test images). Never over anything but a metrics
+    file of this checkpoint measured on the same test data: a run's own metrics.json is what
+    `tools/ship_pretrained.py` ships."""
+    if given is None:
+        subset = provenance.get("subset")
+        stem = "metrics" if checkpoint.name == "best.pt" else f"metrics-{checkpoint.stem}"
+        given = checkpoint.with_name(f"{stem}-subset-{subset['test']}.json" if subset else f"{stem}.json")
+    if given.is_file():
         try:
-            earlier = json.loads(path.read_text()).get("provenance", {})
-        except (OSError, ValueError, AttributeError):
-            earlier = {}
-        same = {k: v for k, v in earlier.items() if k != "root"} == {k: v for k, v in provenance.items() if k != "root"}
-        if not same:
+            earlier = json.loads(given.read_text())
+            earlier = earlier if isinstance(earlier, dict) and "accuracy" in earlier else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            earlier = None
+        if earlier is None:
             raise VitTutorialError(
-                f"{path} holds metrics measured on other data ({earlier.get('description', 'unknown')}); "
-                f"pass --metrics PATH to write these elsewhere"
+                f"{shown(given)} exists and is not a metrics file; it is left alone: pass another --metrics PATH"
             )
-    return path
+        if not all(earlier.get("provenance", {}).get(k) == provenance.get(k) for k in TEST_IDENTITY):
+            raise VitTutorialError(
+                f"{shown(given)} holds metrics measured on other data "
+                f"({earlier.get('provenance', {}).get('description', 'unknown')}); pass --metrics PATH to write "
+                "these elsewhere"
+            )
+        if earlier.get("checkpoint", checkpoint.name) != checkpoint.name:
+            raise VitTutorialError(
+                f"{shown(given)} holds the metrics of {earlier['checkpoint']}, not of {checkpoint.name}; pass "
+                "--metrics PATH to write these elsewhere"
+            )
+    return given
 
 
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import load_model
     from .predict import load_image, top_k
+    from .registry import config_of
     from .runs import runs_dir
 
     if not 1 <= args.top_k <= 10:
         raise ValueError(f"--top-k must be between 1 and 10 (there are 10 classes), got {args.top_k}")
     model = load_model(args.checkpoint or runs_dir() / "vit" / "best.pt")
     for path in args.images:
-        ranked = top_k(model, load_image(path, model.config.image_size), args.top_k)
+        ranked = top_k(model, load_image(path, config_of(model).image_size), args.top_k)
         print(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in ranked))
 
 
@@ -357,10 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     command = {"train": _train, "sweep": _sweep, "finetune": _finetune, "evaluate": _evaluate, "predict": _predict}[
         args.command
     ]
+    terminate_as_interrupt()
     try:
         command(args)
     except BaseException as error:  # every failure a user can meet ends as one line and a non-zero exit
-        if os.environ.get("VIT_TUTORIAL_DEBUG") or isinstance(error, SystemExit):
+        if debugging() or isinstance(error, SystemExit):
             raise
         message, code = _one_line(error)
         print(f"vit-tutorial {args.command}: {message}", file=sys.stderr)
@@ -368,19 +383,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def debugging() -> bool:
+    """True when VIT_TUTORIAL_DEBUG asks for tracebacks (1, true, yes); 0 or empty does not."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it ends a run as Ctrl-C does (exit status 143)."""
+
+    exit_code = 143
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM (what `kill`, a scheduler or a closing terminal sends) end the command as Ctrl-C does:
+    finished epochs kept, no half-written file, one line saying how to go on."""
+
+    def handler(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _one_line(error: BaseException) -> tuple[str, int]:
-    """What to print for a failure, and the exit status: 2 for bad input, 130 for Ctrl-C, 1 for anything unforeseen."""
+    """What to print for a failure, and the exit status: 2 for bad input, 130 for Ctrl-C (143 for SIGTERM),
+    1 for anything unforeseen."""
+    if isinstance(error, Interrupted):
+        return first_line(error), error.exit_code
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted; nothing half-written was left behind (files are replaced whole)", 130
+        code = getattr(error, "exit_code", 130)
+        return "interrupted; nothing half-written was left behind (files are replaced whole)", code
     if isinstance(error, (VitTutorialError, ValueError)):
         return f"error: {first_line(error)}", 2
     if isinstance(error, OSError):
-        where = f" ({error.filename})" if error.filename else ""
+        where = f" ({shown(error.filename)})" if error.filename else ""
         return f"error: {error.strerror or first_line(error)}{where}; check the path and its permissions", 2
     if isinstance(error, MemoryError):
         return "error: out of memory; try a smaller --batch-size", 2
     return (
         f"unexpected error ({type(error).__name__}: {first_line(error, 200)}); "
-        "set VIT_TUTORIAL_DEBUG=1 for the traceback and report it",
+        f"set {DEBUG_ENV}=1 for the traceback and report it",
         1,
     )

@@ -1,12 +1,15 @@
 """Typed configuration for the model and for training.
 
-Both are frozen dataclasses validated on construction, so a bad value fails where it is set,
-not deep inside a forward pass. `to_dict` / `from_dict` round-trip them through checkpoints and JSON.
+Every field carries its help text (`option(default, "help")`), which the command line shows, so the
+configs, the CLI and the documentation cannot drift apart. All configs are frozen dataclasses validated
+on construction, so a bad value fails where it is set, not deep inside a forward pass. `to_dict` /
+`from_dict` round-trip them through checkpoints and JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass
@@ -15,10 +18,19 @@ from typing import Any, Literal
 Augmentation = Literal["none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment"]
 Schedule = Literal["cosine", "constant"]
 Optimizer = Literal["sgd", "adamw"]
+Distillation = Literal["none", "hard", "soft"]
 
-AUGMENTATIONS: tuple[str, ...] = ("none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment")
-SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
+MAX_SEED = 2**32 - 1  # a seed is mixed with the epoch number and must stay within a 64-bit generator seed
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with its help text, which `vit_tutorial.cli` turns into a command-line option."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def help_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("help", "")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -32,6 +44,9 @@ class _Serialisable:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
+        """The config `values` describe; fields they lack take today's defaults (older checkpoints)."""
+        if not isinstance(values, dict):
+            raise TypeError(f"{cls.__name__} is read from a dict of its fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - known)
         _require(not unknown, f"{cls.__name__} has no field(s) {unknown}; known fields are {sorted(known)}")
@@ -41,39 +56,44 @@ class _Serialisable:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def _check_types(self) -> None:
-        """Every field holds its declared type (an int where a float is declared is fine; a bool is not a number)."""
+        """Every field holds its declared type (an int where a float is declared is fine; a bool is not a
+        number), and every float is finite."""
         name = type(self).__name__
         for field, kind in typing.get_type_hints(type(self)).items():
             value = getattr(self, field)
             if typing.get_origin(kind) is Literal:
                 choices = typing.get_args(kind)
                 _require(value in choices, f"{name}.{field} must be one of {choices}, got {value!r}")
-            elif kind in (bool, int, float):
-                allowed = {bool: (bool,), int: (int,), float: (int, float)}[kind]
+            elif kind in (bool, int, float, str):
+                allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[kind]
                 ok = isinstance(value, allowed) and (kind is bool or not isinstance(value, bool))
                 _require(ok, f"{name}.{field} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+                if kind is float:
+                    _require(math.isfinite(value), f"{name}.{field} must be a finite number, got {value!r}")
+
+    def _require_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            _require(value > 0, f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
 class ViTConfig(_Serialisable):
-    image_size: int = 32  # side of the square input image, in pixels
-    patch_size: int = 8  # side of a square patch; must divide image_size
-    in_channels: int = 3  # RGB
-    num_classes: int = 10  # CIFAR-10
-    dim: int = 128  # width of every token embedding
-    depth: int = 12  # number of encoder blocks
-    heads: int = 4  # attention heads per block; must divide dim
-    mlp_dim: int = 512  # hidden width of each block's MLP
-    dropout: float = 0.0  # dropout on embeddings, attention weights and MLP outputs
-    drop_path: float = 0.0  # stochastic depth: largest rate, reached by the last block
+    image_size: int = option(32, "side of the square input image, in pixels")
+    patch_size: int = option(8, "side of a square patch; must divide image_size")
+    in_channels: int = option(3, "colour channels (RGB)")
+    num_classes: int = option(10, "classes (CIFAR-10)")
+    dim: int = option(128, "width of every token embedding")
+    depth: int = option(12, "number of encoder blocks")
+    heads: int = option(4, "attention heads per block; must divide dim")
+    mlp_dim: int = option(512, "hidden width of each block's MLP")
+    dropout: float = option(0.0, "dropout on embeddings, attention weights and MLP outputs")
+    drop_path: float = option(0.0, "stochastic depth: largest rate, reached by the last block")
 
     def __post_init__(self) -> None:
         self._check_types()
-        for name in ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_dim"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and value > 0, f"ViTConfig.{name} must be a positive integer, got {value!r}"
-            )
+        self._require_positive("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads")
+        self._require_positive("mlp_dim")
         _require(
             self.image_size % self.patch_size == 0,
             f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
@@ -115,26 +135,22 @@ class ViTConfig(_Serialisable):
 class ResNetConfig(_Serialisable):
     """The CNN baseline: torchvision's ResNet-18 with a CIFAR stem (3x3 convolution, no max-pool)."""
 
-    image_size: int = 32  # side of the square input image, in pixels
-    in_channels: int = 3  # RGB
-    num_classes: int = 10  # CIFAR-10
+    image_size: int = option(32, "side of the square input image, in pixels")
+    in_channels: int = option(3, "colour channels (RGB)")
+    num_classes: int = option(10, "classes (CIFAR-10)")
 
     def __post_init__(self) -> None:
         self._check_types()
-        for name in ("image_size", "in_channels", "num_classes"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and value > 0, f"ResNetConfig.{name} must be a positive integer, got {value!r}"
-            )
+        self._require_positive("image_size", "in_channels", "num_classes")
 
 
 @dataclass(frozen=True)
 class FineTuneConfig(_Serialisable):
     """torchvision's ViT-B/16 with a new CIFAR-10 head, fed CIFAR images upsampled to 224x224."""
 
-    num_classes: int = 10  # CIFAR-10; the new head replaces ImageNet's 1000 classes
-    trainable_blocks: int = (
-        12  # train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything
+    num_classes: int = option(10, "classes (CIFAR-10); the new head replaces ImageNet's 1000")
+    trainable_blocks: int = option(
+        12, "train the last N of the 12 encoder blocks, the final norm and the head; 12 trains everything"
     )
 
     @property
@@ -144,57 +160,57 @@ class FineTuneConfig(_Serialisable):
 
     def __post_init__(self) -> None:
         self._check_types()
+        self._require_positive("num_classes")
         _require(
-            isinstance(self.num_classes, int) and self.num_classes > 0,
-            f"num_classes must be a positive integer, got {self.num_classes!r}",
-        )
-        _require(
-            isinstance(self.trainable_blocks, int) and 0 <= self.trainable_blocks <= 12,
+            0 <= self.trainable_blocks <= 12,
             f"trainable_blocks must be an integer in [0, 12] (0 trains the head only), got {self.trainable_blocks!r}",
         )
 
 
 @dataclass(frozen=True)
 class TrainConfig(_Serialisable):
-    epochs: int = 100  # upper bound; early stopping usually ends sooner
-    batch_size: int = 256
-    lr: float = 0.05  # peak learning rate, reached after warmup
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # applied to weight matrices only, not to biases, norms or embeddings
-    warmup_epochs: int = 5  # linear warmup from 0 to lr
-    schedule: Schedule = "cosine"  # after warmup: cosine decay to 0 over the remaining epochs, or constant
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    patience: int = 10  # early stopping: epochs without a better validation accuracy before stopping
-    val_size: int = 5000  # images held out of the 50,000 training images for validation
-    seed: int = 0  # seeds the split, the initial weights, shuffling and augmentation
-    augment: Augmentation = "flip-crop"  # train-time augmentation, see vit_tutorial.augment
-    randaugment_n: int = 2  # randaugment: operations applied to each image in a row
-    randaugment_m: int = 9  # randaugment: magnitude level of every operation, 0..30
-    random_erasing: float = 0.0  # probability of erasing a random rectangle of each image; 0 turns it off
-    mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 turns it off
-    cutmix: float = 0.0  # cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup too: half the batches each)
-    ema: float = (
-        0.0  # decay of an exponential moving average of the weights, used for validation and saving; 0 turns it off
+    epochs: int = option(100, "upper bound; early stopping usually ends sooner")
+    batch_size: int = option(256, "images per optimiser step")
+    lr: float = option(0.05, "peak learning rate, reached after warmup")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(True, "Nesterov momentum (SGD)")
+    weight_decay: float = option(5e-4, "applied to weight matrices only, not to biases, norms or embeddings")
+    qk_decay: float = option(
+        1.0, "multiplier of weight_decay for the attention's query and key weights; 0 spares them (chapter 6)"
     )
-    optimizer: Optimizer = "sgd"  # sgd (momentum, nesterov) or adamw (fine-tuning)
+    warmup_epochs: int = option(5, "linear warmup from 0 to lr")
+    schedule: Schedule = option("cosine", "after warmup: cosine decay to 0 over the remaining epochs, or constant")
+    label_smoothing: float = option(0.1, "share of the target spread evenly over all classes")
+    grad_clip: float = option(1.0, "max global gradient norm; 0 turns clipping off")
+    patience: int = option(10, "early stopping: epochs without a better validation accuracy before stopping")
+    val_size: int = option(5000, "images held out of the 50,000 training images for validation")
+    seed: int = option(0, "seeds the split, the initial weights, shuffling and augmentation")
+    augment: Augmentation = option("flip-crop", "train-time augmentation, see vit_tutorial.augment")
+    randaugment_n: int = option(2, "randaugment: operations applied to each image in a row")
+    randaugment_m: int = option(9, "randaugment: magnitude level of every operation, 0..30")
+    random_erasing: float = option(0.0, "probability of erasing a random rectangle of each image; 0 turns it off")
+    mixup: float = option(0.0, "mixup Beta(alpha, alpha) parameter; 0 turns it off")
+    cutmix: float = option(0.0, "cutmix Beta(alpha, alpha) parameter; 0 turns it off (with mixup: half the batches)")
+    ema: float = option(0.0, "decay of a moving average of the weights, used to validate and save; 0 turns it off")
+    optimizer: Optimizer = option("sgd", "sgd (momentum, nesterov) or adamw")
+    distillation: Distillation = option(
+        "none", "learn from a teacher's predictions too: hard (its top class) or soft (its probabilities)"
+    )
+    teacher: str = option("", "checkpoint of the teacher for distillation, e.g. runs/resnet/best.pt")
+    distill_weight: float = option(0.5, "share of the loss that comes from the teacher, in [0, 1]")
+    distill_temperature: float = option(1.0, "soft distillation: temperature of both softmaxes")
 
     def __post_init__(self) -> None:
         self._check_types()
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and value > 0, f"TrainConfig.{name} must be a positive integer, got {value!r}"
-            )
+        self._require_positive("epochs", "batch_size")
         for name in ("warmup_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
-            _require(
-                isinstance(value, int) and value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}"
-            )
-        for name in ("lr", "momentum", "weight_decay", "grad_clip", "mixup", "cutmix"):
+            _require(value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
+        for name in ("lr", "weight_decay", "qk_decay", "grad_clip", "mixup", "cutmix"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
+        _require(self.seed <= MAX_SEED, f"TrainConfig.seed must be at most {MAX_SEED} (2**32 - 1), got {self.seed}")
+        _require(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1) (0.9 is typical), got {self.momentum!r}")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         _require(
             0.0 <= self.random_erasing <= 1.0, f"random_erasing is a probability in [0, 1], got {self.random_erasing!r}"
@@ -203,15 +219,19 @@ class TrainConfig(_Serialisable):
             0.0 <= self.ema < 1.0, f"ema is a decay in [0, 1) (0.999 is typical, 0 turns it off), got {self.ema!r}"
         )
         _require(
-            isinstance(self.randaugment_m, int) and 0 <= self.randaugment_m <= 30,
+            0 <= self.randaugment_m <= 30,
             f"randaugment_m is a magnitude level from 0 to 30, got {self.randaugment_m!r}",
         )
-        _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _require(self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         _require(
             self.optimizer != "sgd" or not self.nesterov or self.momentum > 0,
             "nesterov needs momentum > 0; set momentum or turn nesterov off",
+        )
+        _require(0.0 <= self.distill_weight <= 1.0, f"distill_weight is a share in [0, 1], got {self.distill_weight!r}")
+        _require(self.distill_temperature > 0, f"distill_temperature must be > 0, got {self.distill_temperature!r}")
+        _require(
+            (self.distillation == "none") == (self.teacher == ""),
+            "distillation and teacher go together: give both (e.g. --distillation hard --teacher runs/resnet/best.pt) "
+            f"or neither; got distillation {self.distillation!r} and teacher {self.teacher!r}",
         )
 
 

@@ -1,4 +1,4 @@
-"""The one exception type the package raises for bad input.
+"""The exceptions the package raises for bad input, and how a failure becomes one line.
 
 Every message is a single line that says what was expected, what came, and what to do,
 so the command line can print it as it is.
@@ -6,6 +6,7 @@ so the command line can print it as it is.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 
@@ -19,6 +20,12 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as it can be printed and stored: bytes that are not UTF-8 (a file name from another system)
+    become backslash escapes instead of failing the print or the save."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class VitTutorialError(Exception):
     """Bad input a user can fix: missing data, a corrupt checkpoint, an unreadable image."""
 
@@ -27,12 +34,23 @@ class DataNotFoundError(VitTutorialError, FileNotFoundError):
     """CIFAR-10 is neither at the data root nor downloadable."""
 
 
+class DataError(VitTutorialError):
+    """The data set is there but not laid out as expected (a stray folder, an empty class, a wrong size)."""
+
+
 class CheckpointError(VitTutorialError):
     """A checkpoint is missing, truncated, corrupt, or written for another model."""
 
 
 class ImageError(VitTutorialError):
-    """A file given for prediction is not a readable image."""
+    """A file given for prediction (or in an image folder) is not a readable image.
+
+    `problem` says what is wrong with the file without naming it or giving advice, for callers that
+    name the file and advise in their own words."""
+
+    def __init__(self, name: str, problem: str, advice: str) -> None:
+        super().__init__(f"{name} {problem}; {advice}")
+        self.problem = problem
 
 
 class TrainingDivergedError(VitTutorialError):
@@ -41,3 +59,15 @@ class TrainingDivergedError(VitTutorialError):
 
 class WeightsUnavailableError(VitTutorialError):
     """Pretrained weights are neither in the local cache nor downloadable (no network)."""
+
+
+class RunInUseError(VitTutorialError):
+    """Another process is writing to the same run folder."""
+
+
+class Interrupted(VitTutorialError):
+    """Ctrl-C or SIGTERM ended the command; `exit_code` is 130 or 143, as a shell reports them."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

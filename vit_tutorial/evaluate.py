@@ -73,6 +73,31 @@ def evaluate(
     return report
 
 
+def test_metrics(
+    model: nn.Module,
+    test: Split,
+    record=None,
+    *,
+    device: str | torch.device | None = None,
+    provenance: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What `metrics.json` holds, the same for `train` and `evaluate`: the full metrics of `model` on the test
+    split, the data's provenance, the hardware that measured them, and, given the run's `record.RunRecord`,
+    its best epoch and the checkpoint they score."""
+    from .devices import describe_hardware, select_device
+
+    device = select_device(device)
+    metrics = evaluate(model, test, device=device)
+    metrics["provenance"] = provenance if provenance is not None else (record.provenance if record else {})
+    metrics["hardware"] = describe_hardware(device)
+    if record is not None:
+        metrics["best_epoch"] = record.best_epoch
+    if checkpoint is not None:
+        metrics["checkpoint"] = Path(checkpoint).name
+    return metrics
+
+
 def save_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
     return write_json(path, metrics)
 

@@ -20,10 +20,11 @@ from importlib import resources
 import torch
 from torch import nn
 
-from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
-from .data import CLASSES, Split, normalize
+from .attention import attend, attention_overlay, attention_rollout, cls_attention, cls_spread, overlay_steps
+from .data import CLASSES, Split
 from .errors import ImageError
 from .evaluate import predict_logits
+from .model import ViT
 from .predict import load_image
 
 COLORMAPS = ("inferno", "viridis", "magma", "jet", "gray")
@@ -46,25 +47,21 @@ def blend(image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap
 
 
 def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (B, classes) and every map the explorer can show, (B, depth + 1, heads + 1, g, g).
+    """Probabilities (B, classes) and every map the explorer can show, (B, depth + 1, heads + 1, y, x).
 
     Along axis 1: the layers, then rollout (mean head fusion). Along axis 2: the mean over heads,
     then each head (the rollout row repeats its one map). `images`: (B, 3, H, W) in [0, 1].
     """
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logits, attentions = model(normalize(images.to(device)), return_attention=True)
-    attentions = attentions.float().cpu()
+    logits, attentions = attend(model, images)
     depth, heads = attentions.shape[1:3]
     per_layer = [
         torch.stack(
             [cls_attention(attentions, layer)] + [cls_attention(attentions, layer, h) for h in range(heads)], dim=1
         )
         for layer in range(depth)
-    ]  # depth x (b, heads + 1, g, g)
+    ]  # depth x (b, heads + 1, y, x)
     rollout = attention_rollout(attentions)[:, None].expand(-1, heads + 1, -1, -1)
-    return logits.float().softmax(-1).cpu(), torch.stack([*per_layer, rollout], dim=1)
+    return logits.softmax(-1), torch.stack([*per_layer, rollout], dim=1)
 
 
 def select_examples(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> list[int]:
@@ -75,6 +72,17 @@ def select_examples(labels: torch.Tensor, per_class: int = 10, seed: int = 0) ->
         members = torch.nonzero(labels.cpu() == label).flatten()
         chosen += members[torch.randperm(len(members), generator=generator)[:per_class]].tolist()
     return chosen
+
+
+def opening_view(model: nn.Module, split: Split, indices: list[int], every: int = 20) -> tuple[int, int]:
+    """Where an explorer of `split[indices]` best opens: the layer (0-based) whose CLS attention is most uneven
+    over every `every`-th image of `split` (`attention.cls_spread`), and the position among `indices` of the
+    first image the model classifies correctly (0 if it gets none right)."""
+    _, attentions = attend(model, split.images[::every])
+    layer = int(cls_spread(attentions).argmax())
+    logits, _ = attend(model, split.images[indices])
+    right = (logits.argmax(-1) == split.labels[indices].cpu()).nonzero().flatten()
+    return layer, int(right[0]) if len(right) else 0
 
 
 def _png(image: torch.Tensor) -> bytes:
@@ -94,7 +102,7 @@ class AttentionExplorer:
         split: test images to browse; predictions for all of them are computed once, for filtering.
     """
 
-    def __init__(self, model: nn.Module, split: Split) -> None:
+    def __init__(self, model: ViT, split: Split) -> None:
         import ipywidgets as w
 
         self.model = model.eval()
@@ -224,7 +232,7 @@ def _prediction_html(probabilities: torch.Tensor) -> str:
     return f"<table><tr><th colspan=3>top-5 prediction</th></tr>{rows}</table>"
 
 
-def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
+def explorer_data(model: ViT, split: Split, indices: list[int]) -> dict:
     """Everything the static explorer shows, as JSON-ready data."""
     images = split.images[indices].float() / 255
     probabilities, maps = attention_maps(model, images)
@@ -249,7 +257,7 @@ def explorer_data(model: nn.Module, split: Split, indices: list[int]) -> dict:
 
 
 def static_explorer_html(
-    model: nn.Module,
+    model: ViT,
     split: Split,
     *,
     per_class: int = 10,

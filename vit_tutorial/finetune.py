@@ -75,7 +75,7 @@ class FineTunedViT(nn.Module):
             return self.backbone(self.prepare(images))
         with recording_attention(self) as records:
             logits = self.backbone(self.prepare(images))
-        return logits, torch.stack(records, dim=1)  # (b, depth, h, t, t)
+        return logits, torch.stack(records, dim=1)  # (b, depth, h, n, n)
 
 
 def _new_head(width: int, num_classes: int) -> nn.Linear:
@@ -149,7 +149,7 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
 
 @contextmanager
 def recording_attention(model: FineTunedViT) -> Iterator[list[torch.Tensor]]:
-    """Collect every block's attention weights (B, heads, T, T) during the model's own forward pass.
+    """Collect every block's attention weights (B, heads, n, n) during the model's own forward pass.
 
     torchvision calls its attention with `need_weights=False`; a pre-hook asks for the per-head
     weights instead and a hook stores them, so no second forward loop is needed.
@@ -171,10 +171,3 @@ def recording_attention(model: FineTunedViT) -> Iterator[list[torch.Tensor]]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-@torch.no_grad()
-def logits_and_attentions(model: FineTunedViT, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, classes) and attentions (B, 12, 12, 197, 197) in eval mode, shaped for `vit_tutorial.attention`."""
-    model.eval()
-    return model(images, return_attention=True)

@@ -3,7 +3,8 @@
 Every way an image can be unreadable (not an image, truncated, a decompression bomb) becomes one
 `ImageError`, and modes that a plain `convert("RGB")` would get wrong are converted by their range:
 16-bit and 32-bit integer greyscale is scaled down (Pillow would clip it to white), float greyscale is
-read as [0, 1] or [0, 255], and transparent pixels are laid on white.
+read as [0, 1] or [0, 255], transparent pixels are laid on white, and a photo is turned upright as its
+EXIF orientation says.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, shown
 
 HIGH_BIT_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -26,35 +27,42 @@ def read_rgb(source: str | os.PathLike | bytes, name: str | None = None):
     Raises:
         ImageError: one line naming the file, when it is missing or not an image Pillow can read safely.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    opened: io.BytesIO | Path
     if isinstance(source, bytes):
         name, opened = name or "the uploaded file", io.BytesIO(source)
     else:
         path = Path(source)
-        name = name or str(path)
+        name = name or shown(path)
         if not path.is_file():
-            raise ImageError(f"no image file at {path}; give the path of a PNG, JPEG or other image")
+            raise ImageError(name, _not_a_file(path), "give the path of a PNG, JPEG or other image")
         opened = path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large but allowed: not worth a warning
             with Image.open(opened) as image:
                 image.load()
-                return as_rgb(image)
+                upright = ImageOps.exif_transpose(image)  # a phone photo stored sideways, with its turn in EXIF
+                return as_rgb(upright if upright is not None else image)
     except Image.DecompressionBombError:
         problem = f"is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
-        raise _unreadable(name, problem, "give a smaller image") from None
+        raise ImageError(name, problem, "give a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise _unreadable(
+        raise ImageError(
             name, f"is not a readable image ({type(error).__name__})", "give a PNG, JPEG or other image file"
         ) from None
 
 
-def _unreadable(name: str, problem: str, advice: str) -> ImageError:
-    error = ImageError(f"{name} {problem}; {advice}")
-    error.problem = problem  # what went wrong, for callers that give their own advice
-    return error
+def _not_a_file(path: Path) -> str:
+    """What is at `path` instead of a file, in words."""
+    if path.is_dir():
+        return "is a folder, not an image"
+    if path.exists():
+        return "is not a regular file (a pipe, socket or device)"
+    if path.is_symlink():
+        return "is a broken symbolic link (or a loop of links)"
+    return "is not there (no image file at that path)"
 
 
 def as_rgb(image):
@@ -64,7 +72,9 @@ def as_rgb(image):
     if image.mode in HIGH_BIT_DEPTH:
         values = np.asarray(image, dtype=np.float64)
         if image.mode != "F":
-            scale = 255.0 / 65535.0  # 16-bit samples, also when Pillow holds them in a 32-bit "I" image
+            # Pillow holds 16-bit samples in 32-bit "I" images too: values beyond 16 bits mean a 32-bit image
+            full = values.size and np.nanmax(values) > 65535
+            scale = 255.0 / (2.0**32 - 1 if full else 65535.0)
         elif values.size and np.nanmax(values) <= 1.0:
             scale = 255.0  # floats in [0, 1]
         else:

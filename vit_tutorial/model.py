@@ -58,20 +58,18 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: dim -> mlp_dim -> dim with GELU."""
+    """Position-wise feed-forward network: dim -> mlp_dim -> dim with GELU (layers named as in timm)."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(config.dim, config.mlp_dim),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.mlp_dim, config.dim),
-            nn.Dropout(config.dropout),
-        )
+        self.fc1 = nn.Linear(config.dim, config.mlp_dim)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(config.dropout)
+        self.fc2 = nn.Linear(config.mlp_dim, config.dim)
+        self.drop2 = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class DropPath(nn.Module):
@@ -110,7 +108,7 @@ class ViT(nn.Module):
     """Vision Transformer classifier.
 
     `model(images)` returns logits (B, num_classes). `model(images, return_attention=True)` returns
-    `(logits, attentions)` with attentions (B, depth, heads, num_tokens, num_tokens); token 0 is CLS.
+    `(logits, attentions)` with attentions (B, depth, heads, n, n) for n = num_tokens; token 0 is CLS.
     """
 
     def __init__(self, config: ViTConfig | None = None) -> None:
@@ -132,11 +130,20 @@ class ViT(nn.Module):
         c, size = self.config.in_channels, self.config.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (c, size, size):
             raise ValueError(f"ViT expects images shaped (B, {c}, {size}, {size}), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(
+                f"ViT expects normalised float images, got {images.dtype}; "
+                "pass uint8 images through vit_tutorial.data.normalize first, as the data pipeline does"
+            )
+        if images.dtype == torch.float64 and self.head.weight.dtype != torch.float64:
+            raise ValueError(
+                f"ViT expects images in its weights' {self.head.weight.dtype}, got float64; use images.float()"
+            )
 
     def forward_features(
         self, images: torch.Tensor, return_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, C, H, W) -> normalised tokens (B, num_tokens, dim) and, if asked, (B, depth, heads, T, T)."""
+        """(B, C, H, W) -> normalised tokens (B, num_tokens, dim) and, if asked, (B, depth, heads, n, n)."""
         self.check_input(images)
         x = self.patch_embed(images)  # (b, n, d)
         cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0])
@@ -145,7 +152,7 @@ class ViT(nn.Module):
         for block in self.blocks:
             x, weights = block(x, return_attention)
             attentions.append(weights)
-        stacked = torch.stack(attentions, dim=1) if return_attention else None  # (b, depth, h, t, t)
+        stacked = torch.stack(attentions, dim=1) if return_attention else None  # (b, depth, h, n, n)
         return self.norm(x), stacked
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Cutting images into patches and putting them back, with einops.
 
-Axis names used across the package: b batch, c channels, h w patch-grid rows and columns,
-p1 p2 pixels inside a patch, n tokens, d features.
+Axis names used across the package (einops patterns, shape comments and docstrings):
+b batch, c channels, H W image rows and columns in pixels, y x patch-grid rows and columns,
+p1 p2 pixels inside a patch, n tokens (the patches, plus CLS in the encoder), h heads, d features.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import math
 import torch
 from einops import rearrange
 
-PATCHIFY = "b c (h p1) (w p2) -> b (h w) (p1 p2 c)"
-UNPATCHIFY = "b (h w) (p1 p2 c) -> b c (h p1) (w p2)"
+PATCHIFY = "b c (y p1) (x p2) -> b (y x) (p1 p2 c)"
+UNPATCHIFY = "b (y x) (p1 p2 c) -> b c (y p1) (x p2)"
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -23,8 +24,8 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
         patch_size: side of a patch in pixels.
 
     Returns:
-        (B, (H / patch_size) * (W / patch_size), patch_size * patch_size * C); patch k is row k // w,
-        column k % w of the grid, and its pixels are ordered row, column, channel.
+        (B, (H / patch_size) * (W / patch_size), patch_size * patch_size * C); patch k is row k // g,
+        column k % g of the g-wide grid, and its pixels are ordered row, column, channel.
     """
     if images.ndim != 4:
         raise ValueError(f"patchify expects images shaped (B, C, H, W), got shape {tuple(images.shape)}")
@@ -51,4 +52,4 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3) -> tor
     grid = math.isqrt(patches.shape[1])
     if grid * grid != patches.shape[1]:
         raise ValueError(f"unpatchify needs a square number of patches, got {patches.shape[1]}")
-    return rearrange(patches, UNPATCHIFY, h=grid, w=grid, p1=patch_size, p2=patch_size, c=channels)
+    return rearrange(patches, UNPATCHIFY, y=grid, x=grid, p1=patch_size, p2=patch_size, c=channels)

@@ -8,6 +8,7 @@ from typing import Any
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import CheckpointError
 from .model import ViT
+from .record import RunRecord
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "vit_cifar10.pt"
 
@@ -17,9 +18,9 @@ def pretrained_available() -> bool:
     return PRETRAINED.is_file()
 
 
-def pretrained_info() -> dict[str, Any]:
-    """Everything the shipped checkpoint records except its weights: configs, history, provenance, metrics."""
-    return {key: value for key, value in _payload().items() if key not in ("model",)}
+def pretrained_record() -> RunRecord:
+    """Everything the shipped checkpoint records except its weights: configs, history, provenance, test metrics."""
+    return RunRecord.from_dict(_payload())
 
 
 def load_pretrained() -> ViT:
@@ -28,7 +29,9 @@ def load_pretrained() -> ViT:
     Raises:
         CheckpointError: when this install ships no checkpoint, or it is damaged.
     """
-    return model_from_checkpoint(_payload(), source=str(PRETRAINED)).eval()
+    model = model_from_checkpoint(_payload(), source=str(PRETRAINED)).eval()
+    assert isinstance(model, ViT), "tools/ship_pretrained.py ships the book's ViT only"
+    return model
 
 
 def _payload() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .config import FineTuneConfig, ResNetConfig, ViTConfig
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what checkpoints record and `--model` takes
-    config_class: type
+    config_class: Any  # a config dataclass of vit_tutorial.config (it has from_dict)
     module: str
     class_name: str
     description: str
@@ -78,9 +78,14 @@ def spec_for(config: Any) -> ModelSpec:
     )
 
 
+def config_of(model: nn.Module) -> Any:
+    """The config a model of the registry was built from (every one keeps it as `model.config`)."""
+    return model.__dict__["config"]
+
+
 def architecture_of(model: nn.Module) -> str:
     """The registry name of a built model, read from its config."""
-    return spec_for(model.config).name
+    return spec_for(config_of(model)).name
 
 
 def build_model(config: Any, seed: int = 0) -> nn.Module:

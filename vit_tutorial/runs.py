@@ -1,33 +1,51 @@
-"""Training runs on disk: where they live, and finding a finished one to reuse instead of retraining."""
+"""Training runs on disk: run folders, the one training entry point, reusing finished runs, shipped records.
+
+A run folder holds `last.pt` (rewritten after every epoch, resumable), `best.pt` and `history.json` (at the
+end), and `metrics.json` (the test-set score the command line adds). `RunFolder` owns the rules:
+
+- a folder is written by one process at a time: it is locked for the life of the run (an advisory lock
+  that dies with its process, so a killed run never blocks the next), and a second writer is refused with
+  one line naming the process that holds it;
+- a folder that holds a run is refused unless the run is resumed (`resume`) or replaced (`overwrite`,
+  which first removes every file of the old run);
+- a run resumes only with the same configs (a lower `lr` or another `grad_clip` excepted, and recorded)
+  and on the same data.
+
+`train_run` is what the command line and the sweep's workers call to train; `train_or_reuse` what the
+notebooks call: a finished run with the same configs if there is one, else a shipped record, else train.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from . import pretrained
-from .checkpoint import load_checkpoint, stored_architecture
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, stored_architecture
 from .config import TrainConfig
-from .errors import CheckpointError
-from .registry import spec_for
+from .errors import CheckpointError, Interrupted, RunInUseError, TrainingDivergedError, first_line, shown
+from .files import write_json
+from .record import RunRecord
+from .registry import config_of, spec_for
 
 RUNS_ENV = "VIT_TUTORIAL_RUNS"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 RECORDS = Path(__file__).parent / "pretrained"  # run records shipped with the package: <name>_run.json
-RECORD_KEYS = (
-    "architecture",
-    "model_config",
-    "train_config",
-    "history",
-    "best_epoch",
-    "best_val_accuracy",
-    "hardware",
-    "wall_seconds",
-    "epochs_run",
-    "stopped_early",
-    "note",
-)
+LAST, BEST, HISTORY, METRICS = "last.pt", "best.pt", "history.json", "metrics.json"
+LOCK = ".lock"
+RESUMABLE_CHANGES = ("lr", "grad_clip")  # what a resumed run may change, e.g. after a divergence
+DATA_IDENTITY = ("source", "fingerprint", "val_size", "split_seed", "subset")
 
 
 def runs_dir() -> Path:
@@ -41,101 +59,418 @@ def runs_dir() -> Path:
     return Path("runs")
 
 
+# Locks ------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(folder: Path, what: str = "a run") -> Iterator[None]:
+    """Hold `folder`'s lock for the duration, creating the folder; `what` says what holds it, for the message
+    a second writer gets.
+
+    Raises:
+        RunInUseError: another process holds the lock.
+        CheckpointError: the folder cannot be created or written.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one writer per folder is up to the user
+        yield
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK, "a+")  # noqa: SIM115 (held open for the lock's life)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write {shown(folder)} ({error.strerror or first_line(error)}); choose another --out"
+        ) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInUseError(
+                f"{shown(folder)} is in use by {holder}; wait for it to finish or stop it, or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        handle.write(f"process {os.getpid()} ({what}: {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+
+
+# Run folders -----------------------------------------------------------------------------------------------
+
+
+class RunFolder:
+    """One run's folder: its lock, its files, and the rules for starting, resuming and replacing a run."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    def run_files(self) -> list[Path]:
+        """The files of a run in this folder: checkpoints, history and every metrics file."""
+        names = [self.path / name for name in (LAST, BEST, HISTORY, METRICS)]
+        return [path for path in names if path.exists()] + sorted(self.path.glob("metrics-*.json"))
+
+    @contextlib.contextmanager
+    def writing(self, *, resume: bool, overwrite: bool) -> Iterator[RunFolder]:
+        """Hold the folder for a run: locked, and claimed (refused if it holds a run, unless `overwrite`)
+        unless the run resumes."""
+        with locked(self.path):
+            if not resume:
+                self.claim(overwrite)
+            yield self
+
+    def claim(self, overwrite: bool) -> None:
+        """Refuse a folder that holds a run (finished or not), unless `overwrite`: then remove that run's files
+        first, so that an interrupted retrain never leaves a mix of the old run and the new one."""
+        existing = self.run_files()
+        if not existing:
+            return
+        if not overwrite:
+            raise CheckpointError(
+                f"{shown(self.path)} already holds a run ({', '.join(p.name for p in existing)}); add --resume to "
+                f"continue it, --overwrite to replace it, or choose another --out"
+            )
+        for path in existing:
+            path.unlink()
+
+    def resume(self, run) -> None:
+        """Load `last.pt` into `run` (a `train.Run`), after checking it was written with the same configs and data.
+
+        Raises:
+            CheckpointError: nothing to resume, another configuration or data set, or state that does not fit.
+        """
+        if not self.last.is_file():
+            raise CheckpointError(f"nothing to resume: no {LAST} in {shown(self.path)}; start without --resume")
+        payload = load_checkpoint(self.last)
+        changes = resumable_changes(self.last, payload, run.config, config_of(run.model))
+        check_same_data(self.last, payload.get("provenance") or {}, run.record.provenance)
+        try:
+            run.restore(payload, changes)
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{shown(self.last)} cannot be resumed ({first_line(error, 160)}); use a new --out"
+            ) from None
+
+    def save_last(self, run) -> Path:
+        return save_checkpoint(self.last, run.last_state())
+
+    def save_best(self, run) -> Path:
+        """best.pt: the record and the best weights."""
+        return save_checkpoint(self.best, run.best_state())
+
+
+def resumable_changes(path: Path, payload: dict[str, Any], config: TrainConfig, model_config: Any) -> dict[str, list]:
+    """What a resume changes ({field: [then, now]}, only fields in RESUMABLE_CHANGES); refuses anything else."""
+    try:
+        stored = RunRecord.from_dict(payload)
+    except (ValueError, TypeError, KeyError):
+        stored = None
+    if stored is None or stored.model_config != model_config:
+        raise CheckpointError(
+            f"{shown(path)} holds another model configuration; resume with the same options or use a new --out"
+        )
+    then = stored.train_config
+    changes = {
+        k: [getattr(then, k), getattr(config, k)] for k in RESUMABLE_CHANGES if getattr(then, k) != getattr(config, k)
+    }
+    if then.replace(**{k: getattr(config, k) for k in changes}) != config:
+        differing = [k for k in TrainConfig.__dataclass_fields__ if getattr(then, k) != getattr(config, k)]
+        raise CheckpointError(
+            f"{shown(path)} was written with another training configuration ({', '.join(differing)} differ); resume "
+            f"with the same options (only {' and '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} "
+            f"may change) or use a new --out"
+        )
+    return changes
+
+
+def check_same_data(path: Path, stored: dict, current: dict) -> None:
+    """A run resumes on the data it started with: another data set, split or subset would change what the
+    validation accuracy measures halfway through."""
+    differing = [key for key in DATA_IDENTITY if stored.get(key) != current.get(key)]
+    if differing:
+        described = ", ".join(f"{k}: {stored.get(k)!r} then, {current.get(k)!r} now" for k in differing)
+        raise CheckpointError(
+            f"{shown(path)} was trained on other data ({described}); resume with the same data options "
+            f"(--data, --subset, --val-size, --seed) or use a new --out"
+        )
+
+
+def check_finite(entry: dict[str, Any], model: nn.Module, epoch: int, folder: RunFolder | None) -> None:
+    """Stop before anything non-finite is saved, and say truthfully what is kept and how to go on."""
+    weights_finite = math.isfinite(sum(p.detach().float().sum().item() for p in model.parameters()))
+    bad = [name for name in ("train_loss", "val_loss") if not math.isfinite(entry[name])]
+    if weights_finite and not bad:
+        return
+    what = f"{bad[0].replace('_', ' ')} became {entry[bad[0]]}" if bad else "the weights became NaN or infinite"
+    if folder is not None and folder.last.is_file():
+        good = RunRecord.from_dict(load_checkpoint(folder.last)).epochs_run
+        kept = f"{shown(folder.last)} still holds the last good epoch ({good})"
+        advice = "continue from it with --resume and a lower --lr (or a --grad-clip)"
+    elif folder is not None:
+        kept, advice = (
+            "no epoch finished, so no checkpoint was written",
+            "start again with a lower --lr (or a --grad-clip)",
+        )
+    else:
+        kept, advice = "nothing was being saved", "train again with a lower learning rate or gradient clipping"
+    raise TrainingDivergedError(f"{what} in epoch {epoch + 1}; {kept}; {advice}")
+
+
+# Training entry points ---------------------------------------------------------------------------------------
+
+
+def train_run(
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    precision: str = "auto",
+    test: bool = True,
+):
+    """Train `model` into the run folder `out` and, with `test`, score the chosen weights once on the test set
+    (written to `out/metrics.json`): the command line's `train` and the sweep's workers (`test=False`).
+    Returns the `train.FitResult`.
+
+    Raises:
+        Interrupted: on Ctrl-C or SIGTERM, saying what is kept and how to go on.
+    """
+    from .evaluate import save_metrics, test_metrics
+    from .train import fit
+
+    folder = RunFolder(out)
+    print(
+        f"data: {data.provenance['description']} from {data.provenance.get('root', '-')} "
+        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)",
+        flush=True,
+    )
+    try:
+        result = fit(
+            model,
+            data,
+            config,
+            device=device,
+            out_dir=folder.path,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            compile=compile,
+            precision=precision,
+        )
+    except KeyboardInterrupt as stop:
+        kept = (
+            f"finished epochs are saved in {shown(folder.last)}: add --resume to continue"
+            if folder.last.is_file()
+            else "no epoch had finished, so nothing was saved"
+        )
+        raise Interrupted(f"interrupted; {kept}", exit_code(stop)) from None
+    write_json(folder.path / HISTORY, result.history)
+    if not test:
+        return result
+    try:
+        metrics = test_metrics(result.model, data.test, result.record, device=device)
+    except KeyboardInterrupt as stop:
+        raise Interrupted(
+            f"interrupted during the test evaluation; training had finished and {shown(folder.best)} is written: "
+            f"run `evaluate --checkpoint {shown(folder.best)}` to score it",
+            exit_code(stop),
+        ) from None
+    save_metrics(metrics, folder.path / METRICS)
+    print(
+        f"best epoch {result.best_epoch} (val accuracy {result.record.best_val_accuracy:.4f}); "
+        f"test accuracy {metrics['accuracy']:.4f}; wrote {shown(folder.path)}/best.pt, history.json, metrics.json"
+    )
+    return result
+
+
+def exit_code(stop: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (see `cli.terminate_as_interrupt`)."""
+    return getattr(stop, "exit_code", 130)
+
+
+@dataclass
+class FinishedRun:
+    """A run that a notebook can show: its record, and its model where the weights are at hand."""
+
+    record: RunRecord
+    model: nn.Module | None  # None for a shipped record, which has no weights
+    source: str  # where it came from, in words
+    path: Path | None = None  # the checkpoint or record file
+    test_predictions: torch.Tensor | None = None  # a shipped record's prediction for every test image
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.record.history
+
+
 def find_finished_run(
     model_config: Any, train_config: TrainConfig, runs: str | Path | None = None
-) -> dict[str, Any] | None:
+) -> FinishedRun | None:
     """A finished run trained with exactly these configs: the shipped checkpoint, else `runs/*/best.pt`
-    (default: `runs_dir()`).
-
-    Returns the checkpoint's contents (weights included) with its "path", or None when no run matches.
-    """
+    (default: `runs_dir()`), with its weights loaded; None when no run matches."""
     candidates = [pretrained.PRETRAINED] if pretrained.pretrained_available() else []
     candidates += sorted(Path(runs if runs is not None else runs_dir()).glob("*/best.pt"))
     wanted = spec_for(model_config)
     for path in candidates:
         try:
             payload = load_checkpoint(path)
+            record = RunRecord.from_dict(payload)
             same = (
                 stored_architecture(payload) == wanted.name
-                and wanted.config_class.from_dict(payload["model_config"]) == model_config
-                and TrainConfig.from_dict(payload.get("train_config") or {}) == train_config
+                and record.model_config == model_config
+                and record.train_config == train_config
             )
-        except (ValueError, TypeError, CheckpointError):
+            if same:
+                model = model_from_checkpoint(payload, str(path)).eval()
+                where = (
+                    "the checkpoint shipped with the package"
+                    if path == pretrained.PRETRAINED
+                    else (f"the finished run {path.parent.name}/{path.name} in the runs folder")
+                )
+                return FinishedRun(record, model, where, path)
+        except (ValueError, TypeError, KeyError, CheckpointError):
             continue  # unreadable, or written by another version of the configs
-        if same:
-            return {**payload, "path": str(path)}
     return None
 
 
+def train_or_reuse(
+    model_config: Any,
+    train_config: TrainConfig,
+    data,
+    *,
+    folder: str | os.PathLike,
+    record: str | None = None,
+    reuse: bool = True,
+    log=print,
+    **fit_options: Any,
+) -> FinishedRun:
+    """What a chapter that shows a trained model needs: a finished run with exactly these configs if one is on
+    disk (the shipped checkpoint, or `runs/*/best.pt`), else the shipped run record named `record` (history and
+    test predictions, no weights), else train into `folder` (under `runs_dir()` unless absolute), resuming it
+    if it was interrupted. `reuse=False` always trains (the quick mode). Says in one line which it did."""
+    from .registry import build_model
+    from .train import fit
+
+    if reuse:
+        found = find_finished_run(model_config, train_config)
+        if found is not None:
+            log(f"reusing {found.source}: {found.record.wall_seconds / 60:.0f} minutes on {found.record.hardware}")
+            return found
+        shipped = load_run_record(record) if record else None
+        if shipped is not None:
+            log(f"using the run record {record!r} shipped with the package (history and test predictions)")
+            return shipped
+    target = RunFolder(Path(runs_dir(), folder))
+    resume = reuse and _interrupted_run_of(target, model_config, train_config)
+    result = fit(
+        build_model(model_config, train_config.seed),
+        data,
+        train_config,
+        out_dir=target.path,
+        resume=resume,
+        overwrite=not resume,
+        **fit_options,
+    )
+    trained = f"a run trained here into {target.path.name}/"
+    log(f"{trained}: {len(result.history)} epochs, {result.record.wall_seconds / 60:.1f} min")
+    return FinishedRun(result.record, result.model.eval(), trained, result.checkpoint)
+
+
+def _interrupted_run_of(folder: RunFolder, model_config: Any, train_config: TrainConfig) -> bool:
+    """True when `folder` holds an unfinished run of exactly these configs, which can be resumed."""
+    if folder.best.is_file() or not folder.last.is_file():
+        return False
+    try:
+        record = RunRecord.from_dict(load_checkpoint(folder.last))
+    except (ValueError, TypeError, KeyError, CheckpointError):
+        return False
+    return record.model_config == model_config and record.train_config == train_config
+
+
+# Records shipped with the package --------------------------------------------------------------------------
+
+
 def run_record(payload: dict[str, Any], model: Any, data: Any, note: str = "") -> dict[str, Any]:
-    """A finished run without its weights: configs, history, hardware, data provenance (no local path), its
-    test metrics, and its prediction for every test image (so that per-image comparisons need no weights)."""
+    """A finished run without its weights: its record (configs, history, hardware, data provenance without the
+    local path), its test metrics, and its prediction for every test image (so that per-image comparisons
+    need no weights)."""
     from .evaluate import evaluate, predict_logits
 
-    record = {key: payload[key] for key in RECORD_KEYS if key in payload}
-    record.update(
-        architecture=stored_architecture(payload),
-        note=note or payload.get("note", ""),
-        provenance={k: v for k, v in data.provenance.items() if k != "root"},
-        test_metrics=evaluate(model, data.test),
-        test_predictions="".join(str(p) for p in predict_logits(model, data.test).argmax(1).tolist()),
-    )
-    return record
+    record = RunRecord.from_dict(payload)
+    record.note = note or record.note
+    record.provenance = {k: v for k, v in data.provenance.items() if k != "root"}
+    record.test_metrics = evaluate(model, data.test)
+    predictions = "".join(str(p) for p in predict_logits(model, data.test).argmax(1).tolist())
+    return {**record.shipped(), "test_predictions": predictions}
 
 
 def _record_path(name: str, kind: str, folder: str | Path | None) -> Path:
     return Path(folder or RECORDS) / f"{name}_{kind}.json"
 
 
-def _write_record(record: dict[str, Any], name: str, kind: str, folder: str | Path | None) -> Path:
-    from .files import write_json
-
-    return write_json(_record_path(name, kind, folder), record)
-
-
-def _read_record(
-    name: str, kind: str, folder: str | Path | None, convert=lambda record: record
-) -> dict[str, Any] | None:
-    """A shipped `<name>_<kind>.json` through `convert`, None when there is none, one line when it is unreadable."""
-    import json
-
+def _read_record(name: str, kind: str, folder: str | Path | None) -> dict[str, Any] | None:
+    """A shipped `<name>_<kind>.json`, None when there is none, one line when it is unreadable."""
     path = _record_path(name, kind, folder)
     if not path.is_file():
         return None
     try:
-        return convert(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError) as error:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
         raise CheckpointError(
             f"{path} is not a readable {kind} record ({error}); restore it from the repository"
         ) from None
 
 
 def write_run_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
-    return _write_record(record, name, "run", folder)
+    return write_json(_record_path(name, "run", folder), record)
 
 
-def load_run_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
-    """A shipped run record (`<name>_run.json`), or None when there is none. Its `test_predictions` come back
-    as a tensor of class indices."""
-    import torch
-
-    def with_tensor(record: dict[str, Any]) -> dict[str, Any]:
-        return {**record, "test_predictions": torch.tensor([int(c) for c in record["test_predictions"]])}
-
-    return _read_record(name, "run", folder, with_tensor)
-
-
-SWEEP_KEYS = ("recipe", "overrides", "status", "best_val_accuracy", "best_epoch", "epochs_run", "wall_seconds")
+def load_run_record(name: str, folder: str | Path | None = None) -> FinishedRun | None:
+    """A shipped run record (`<name>_run.json`) as a `FinishedRun` without a model, or None when there is none."""
+    values = _read_record(name, "run", folder)
+    if values is None:
+        return None
+    try:
+        record = RunRecord.from_dict(values)
+        predictions = torch.tensor([int(c) for c in values["test_predictions"]])
+    except (ValueError, TypeError, KeyError) as error:
+        path = _record_path(name, "run", folder)
+        raise CheckpointError(
+            f"{path} is not a readable run record ({first_line(error)}); restore it from the repository"
+        ) from None
+    return FinishedRun(record, None, f"the run record {name!r}", _record_path(name, "run", folder), predictions)
 
 
 def sweep_record(results: dict[str, Any], grid: str, note: str = "") -> dict[str, Any]:
     """A sweep's `results.json` made small enough to ship: every recipe's settings and scores, the shared
     base of the grid, and per-epoch training and validation accuracy; no run-folder paths, no weights."""
+    from .sweep import SHIPPED_ROW
+
     rows = results["recipes"]
     finished = [row for row in rows if row["status"] == "finished"]
     recipes = []
     for row in rows:
-        compact = {key: row[key] for key in SWEEP_KEYS if key in row}
+        compact = {key: row[key] for key in SHIPPED_ROW if key in row}
         if row["status"] == "finished":
             compact.update(
                 train_images_per_second=round(row["images_per_second"]),
@@ -170,7 +505,7 @@ def _shared_base(rows: list[dict[str, Any]], part: str) -> dict[str, Any]:
 
 
 def write_sweep_record(record: dict[str, Any], name: str, folder: str | Path | None = None) -> Path:
-    return _write_record(record, name, "sweep", folder)
+    return write_json(_record_path(name, "sweep", folder), record)
 
 
 def load_sweep_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:

@@ -15,10 +15,16 @@ A grid is a small TOML file: a `[base]` table of overrides shared by every recip
     mixup = 0.8
     cutmix = 1.0
 
-Each recipe trains in its own worker process, `parallel` at a time on one device, into an ordinary run
-folder `OUT/NAME` (resumable: a re-run skips finished recipes and resumes interrupted ones). The test
-set is never touched; `evaluate` scores the winner. `OUT/results.json` holds every recipe with its
-history, `OUT/results.md` the table, and `OUT/winner.pt` a copy of the best recipe's weights.
+Each recipe trains in a worker process, `parallel` at a time on one device, into an ordinary run folder
+`OUT/NAME` (resumable: a re-run skips finished recipes and resumes interrupted ones). With `stack`, the
+recipes that can (`stacked.stackable`) train together in one worker as one stacked model. The test set
+is never touched; `evaluate` scores the winner. `OUT/results.json` holds every recipe with its history,
+`OUT/results.md` the table, and `OUT/winner.pt` a copy of the best recipe's weights.
+
+The sweep holds `OUT` for its whole life (a second sweep into it is refused), remembers the data options
+it was started with in `OUT/sweep.json` (a re-run with other data is refused, so that recipes trained on
+different data are never ranked together), and its workers never outlive it: they stop when it stops,
+whatever stopped it, and each watches that its parent is alive.
 """
 
 from __future__ import annotations
@@ -28,20 +34,26 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .errors import VitTutorialError, first_line
+from .errors import CheckpointError, Interrupted, VitTutorialError, first_line, shown
 from .files import write_json, write_text
 from .registry import FROM_SCRATCH, spec_named
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 LOG = "log.txt"
+OPTIONS = "sweep.json"
+RESULTS, TABLE, WINNER = "results.json", "results.md", "winner.pt"
+RESERVED = frozenset({OPTIONS, RESULTS, TABLE, WINNER, LOG})  # the sweep's own files: no recipe may be named so
+SHIPPED_ROW = ("recipe", "overrides", "status", "best_val_accuracy", "best_epoch", "epochs_run", "wall_seconds")
 
 
 class GridError(VitTutorialError):
@@ -65,6 +77,12 @@ class Recipe:
             "overrides": self.overrides,
         }
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        model_config = spec_named(values["model"]).config_class.from_dict(values["model_config"])
+        train_config = TrainConfig.from_dict(values["train_config"])
+        return cls(values["name"], values["model"], model_config, train_config, values["overrides"])
+
 
 def load_grid(path: str | os.PathLike) -> list[Recipe]:
     """The recipes of a grid file, each fully configured; any mistake is one GridError naming file, recipe and key."""
@@ -73,15 +91,22 @@ def load_grid(path: str | os.PathLike) -> list[Recipe]:
         grid = _read_toml(path)
     except OSError as error:
         raise GridError(
-            f"cannot read grid {path} ({first_line(error)}); pass a TOML file of [base] and [recipes.NAME] tables"
+            f"cannot read grid {shown(path)} ({first_line(error)}); pass a TOML file of [base] and [recipes.NAME] "
+            "tables"
         ) from None
     except ValueError as error:
-        raise GridError(f"{path} is not valid TOML ({first_line(error)})") from None
+        raise GridError(f"{shown(path)} is not valid TOML ({first_line(error)})") from None
     unknown = sorted(set(grid) - {"base", "recipes"})
     recipes = grid.get("recipes")
     if unknown or not isinstance(recipes, dict) or not recipes:
-        raise GridError(f"{path} needs a [base] table and one or more [recipes.NAME] tables (found {sorted(grid)})")
+        raise GridError(
+            f"{shown(path)} needs a [base] table and one or more [recipes.NAME] tables (found {sorted(grid)})"
+        )
     base = grid.get("base", {})
+    if not isinstance(base, dict):
+        raise GridError(
+            f"{shown(path)}: base must be a table of settings ([base] with one key = value a line), got {base!r}"
+        )
     return [_recipe(path, name, base, overrides) for name, overrides in recipes.items()]
 
 
@@ -89,15 +114,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 
 
 def _recipe(path: Path, name: str, base: dict[str, Any], overrides: Any) -> Recipe:
-    where = f"{path} [recipes.{name}]"
-    if not NAME.match(name):
+    where = f"{shown(path)} [recipes.{name if NAME.fullmatch(name) else repr(name)}]"
+    if not NAME.fullmatch(name):
         raise GridError(f"{where}: a recipe name becomes a folder name; use letters, digits, '.', '_' and '-'")
+    if name in RESERVED:
+        raise GridError(f"{where}: {name} is a file the sweep writes itself; give the recipe another name")
     if not isinstance(overrides, dict):
         raise GridError(f"{where} must be a table of settings, got {overrides!r}")
     nested = [key for key, value in overrides.items() if isinstance(value, dict)]
@@ -134,6 +161,11 @@ class SweepOptions:
     download: bool = False
     subset: int | None = None
     compile: bool = False
+    precision: str = "auto"
+
+    def data_options(self) -> dict[str, Any]:
+        """What decides the data the recipes train on: a sweep resumes only with the same."""
+        return {"data": self.data, "subset": self.subset}
 
 
 def run_sweep(
@@ -142,57 +174,129 @@ def run_sweep(
     *,
     parallel: int = 1,
     options: SweepOptions = SweepOptions(),
+    stack: bool = False,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Train every recipe of `grid` that has not finished under `out`, then write the results; returns their rows."""
-    if not isinstance(parallel, int) or parallel < 1:
+    """Train every recipe of `grid` that has not finished under `out`, then write the results; returns their rows.
+
+    Raises:
+        RunInUseError: another sweep is writing to `out`.
+        VitTutorialError: `out` was swept with other data options, or the sweep was interrupted.
+    """
+    from .runs import locked
+
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"parallel must be a positive number of workers, got {parallel!r}")
     recipes = load_grid(grid)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pending = [r for r in recipes if not _finished(out / r.name)]
+    with locked(out, "a sweep"):
+        _check_options(out, options)
+        pending = [r for r in recipes if not _finished(out / r.name)]
+        for recipe in recipes:
+            if recipe not in pending:
+                log(f"{recipe.name}: finished earlier, skipped")
+        _train_all(_groups(pending, stack), out, parallel, options, log)
+        rows = collect_results(recipes, out)
+        write_results(rows, out)
+    return rows
+
+
+def _check_options(out: Path, options: SweepOptions) -> None:
+    path = out / OPTIONS
+    wanted = options.data_options()
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != wanted:
+            raise VitTutorialError(
+                f"{shown(out)} was swept with other data options ({earlier}, now {wanted}); recipes trained on "
+                "different data cannot be ranked together: run with the same --data and --subset, or choose "
+                "another --out"
+            )
+    else:
+        write_json(path, wanted)
+
+
+def _groups(recipes: list[Recipe], stack: bool) -> list[list[Recipe]]:
+    """What each worker trains: one recipe, or with `stack` every recipe that stacks with it."""
+    if not stack:
+        return [[recipe] for recipe in recipes]
+    from .stacked import stackable
+
+    groups: list[list[Recipe]] = []
     for recipe in recipes:
-        if recipe not in pending:
-            log(f"{recipe.name}: finished earlier, skipped")
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+        for group in groups:
+            pairs = [(r.model_config, r.train_config) for r in (*group, recipe)]
+            if group[0].model == recipe.model and stackable(pairs):
+                group.append(recipe)
+                break
+        else:
+            groups.append([recipe])
+    return groups
+
+
+def _train_all(groups: list[list[Recipe]], out: Path, parallel: int, options: SweepOptions, log) -> None:
+    """Run the workers, `parallel` at a time; whatever ends the sweep (Ctrl-C, SIGTERM, an error) ends them too."""
+    threads = max(1, (os.cpu_count() or 1) // min(parallel, max(len(groups), 1)))
     running: dict[str, tuple[subprocess.Popen, Any]] = {}
     started = time.perf_counter()
+    pending = list(groups)
     try:
         while pending or running:
             while pending and len(running) < parallel:
-                recipe = pending.pop(0)
-                running[recipe.name] = _start_worker(recipe, out / recipe.name, options, threads)
-                log(f"{recipe.name}: started ({'resuming' if (out / recipe.name / 'last.pt').is_file() else 'new'})")
+                group = pending.pop(0)
+                label = "+".join(r.name for r in group)
+                running[label] = _start_worker(group, out, options, threads)
+                resuming = any((out / r.name / "last.pt").is_file() for r in group)
+                log(f"{label}: started ({'resuming' if resuming else 'new'}{', stacked' if len(group) > 1 else ''})")
             time.sleep(0.5)
-            for name, (process, handle) in list(running.items()):
+            for label, (process, handle) in list(running.items()):
                 if process.poll() is not None:
                     handle.close()
-                    del running[name]
-                    status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / name / LOG)}"
-                    log(f"{name}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
+                    del running[label]
+                    first = label.split("+")[0]
+                    status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / first / LOG)}"
+                    log(f"{label}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
     except KeyboardInterrupt:
-        for process, _ in running.values():
-            process.terminate()
-        for process, handle in running.values():
-            process.wait()
-            handle.close()
         raise VitTutorialError(
-            f"interrupted; finished epochs are kept in {out}/NAME/last.pt: run the same sweep again to resume"
+            f"interrupted; finished epochs are kept in {shown(out)}/NAME/last.pt: run the same sweep again to resume"
         ) from None
-    rows = collect_results(recipes, out)
-    write_results(rows, out)
-    return rows
+    finally:
+        _stop(running)
+
+
+def _stop(running: dict[str, tuple[subprocess.Popen, Any]]) -> None:
+    """End the workers still running: SIGTERM (each saves nothing half-written and stops), then wait."""
+    for process, _ in running.values():
+        if process.poll() is None:
+            process.terminate()
+    for process, handle in running.values():
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        handle.close()
 
 
 def _finished(folder: Path) -> bool:
     return (folder / "best.pt").is_file()
 
 
-def _start_worker(recipe: Recipe, folder: Path, options: SweepOptions, threads: int):
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"recipe": recipe.to_dict(), "options": dataclasses.asdict(options), "folder": str(folder)}
+def _start_worker(group: list[Recipe], out: Path, options: SweepOptions, threads: int):
+    folders = [out / recipe.name for recipe in group]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "recipes": [recipe.to_dict() for recipe in group],
+        "options": dataclasses.asdict(options),
+        "folders": [str(folder) for folder in folders],
+        "parent": os.getpid(),
+    }
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "VIT_TUTORIAL_THREADS": str(threads)}
-    handle = open(folder / LOG, "a")  # noqa: SIM115 (the worker writes to it until it ends; closed when reaped)
+    handle = open(folders[0] / LOG, "a")  # noqa: SIM115 (the worker writes to it until it ends; closed when reaped)
     process = subprocess.Popen(
         [sys.executable, "-m", "vit_tutorial.sweep", json.dumps(spec)], stdout=handle, stderr=subprocess.STDOUT, env=env
     )
@@ -208,79 +312,92 @@ def _last_line(path: Path) -> str:
 
 
 def worker(spec: dict[str, Any]) -> None:
-    """Train one recipe into its folder (resuming if it was interrupted); the test set is not evaluated."""
+    """Train one recipe (or a stacked group) into its folder(s), resuming what was interrupted; the test set
+    is not evaluated."""
     import torch
 
     from .data import load_data
     from .registry import build_model
-    from .train import fit
+    from .runs import train_run
 
     torch.set_num_threads(int(os.environ.get("VIT_TUTORIAL_THREADS", torch.get_num_threads())))
-    recipe, options, folder = spec["recipe"], SweepOptions(**spec["options"]), Path(spec["folder"])
-    model_config = spec_named(recipe["model"]).config_class.from_dict(recipe["model_config"])
-    train_config = TrainConfig.from_dict(recipe["train_config"])
+    recipes = [Recipe.from_dict(values) for values in spec["recipes"]]
+    options, folders = SweepOptions(**spec["options"]), [Path(folder) for folder in spec["folders"]]
+    first = recipes[0].train_config
     data = load_data(
-        options.data,
-        val_size=train_config.val_size,
-        seed=train_config.seed,
-        download=options.download,
-        subset=options.subset,
+        options.data, val_size=first.val_size, seed=first.seed, download=options.download or None, subset=options.subset
     )
-    print(
-        f"{recipe['name']}: {data.provenance['description']} ({len(data.train)} train / {len(data.val)} val)",
-        flush=True,
-    )
-    result = fit(
-        build_model(model_config, train_config.seed),
+    models = [build_model(r.model_config, r.train_config.seed) for r in recipes]
+    if len(recipes) == 1:
+        train_run(
+            models[0],
+            data,
+            recipes[0].train_config,
+            folders[0],
+            resume=(folders[0] / "last.pt").is_file(),
+            device=options.device,
+            progress=False,
+            compile=options.compile,
+            precision=options.precision,
+            test=False,
+        )
+        return
+    from .stacked import fit_stacked
+
+    print(f"{', '.join(r.name for r in recipes)}: stacked, {data.provenance['description']}", flush=True)
+    fit_stacked(
+        models,
         data,
-        train_config,
+        [r.train_config for r in recipes],
+        folders,
         device=options.device,
-        out_dir=folder,
-        resume=(folder / "last.pt").is_file(),
+        resume=True,
         progress=False,
         compile=options.compile,
+        precision=options.precision,
     )
-    write_json(folder / "history.json", result.history)
 
 
 def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
     """One row per recipe, finished ones by validation accuracy (best first), failed ones last."""
     from .checkpoint import load_checkpoint
-    from .errors import CheckpointError
+    from .record import RunRecord
 
     rows = []
     for recipe in recipes:
         folder = out / recipe.name
         row: dict[str, Any] = {"recipe": recipe.name, **recipe.to_dict(), "folder": str(folder)}
         del row["name"]
-        try:
-            best = load_checkpoint(folder / "best.pt")
-        except CheckpointError:
+        if not (folder / "best.pt").is_file():
             row.update(status="failed", error=_last_line(folder / LOG))
             rows.append(row)
             continue
-        if (
-            best.get("train_config") != recipe.train_config.to_dict()
-            or best.get("model_config") != recipe.model_config.to_dict()
-        ):
+        try:
+            best = RunRecord.from_dict(load_checkpoint(folder / "best.pt"))
+        except (CheckpointError, ValueError, TypeError, KeyError) as error:
+            row.update(status="failed", error=f"{shown(folder)}/best.pt is unreadable ({first_line(error, 200)})")
+            rows.append(row)
+            continue
+        if best.train_config != recipe.train_config or best.model_config != recipe.model_config:
             row.update(
-                status="failed", error=f"{folder} holds a run of another recipe; move it away to retrain this one"
+                status="failed",
+                error=f"{shown(folder)} holds a run of another recipe; move it away to retrain this one",
             )
             rows.append(row)
             continue
-        history = best["history"]
-        speeds = [h.get("train_images_per_second", h["images_per_second"]) for h in history]
+        speeds = [h.get("train_images_per_second", h["images_per_second"]) for h in best.history]
         row.update(
             status="finished",
-            best_val_accuracy=best["best_val_accuracy"],
-            best_epoch=best["best_epoch"],
-            epochs_run=best["epochs_run"],
-            stopped_early=best["stopped_early"],
-            wall_seconds=best["wall_seconds"],
+            best_val_accuracy=best.best_val_accuracy,
+            best_epoch=best.best_epoch,
+            epochs_run=best.epochs_run,
+            stopped_early=best.stopped_early,
+            wall_seconds=best.wall_seconds,
             images_per_second=sum(speeds) / len(speeds),
-            hardware=best["hardware"],
-            provenance=best["provenance"],
-            history=history,
+            hardware=best.hardware,
+            precision=best.precision,
+            provenance=best.provenance,
+            history=best.history,
         )
         rows.append(row)
     return sorted(rows, key=lambda r: (r["status"] != "finished", -r.get("best_val_accuracy", 0.0)))
@@ -291,8 +408,9 @@ def _duration(seconds: float) -> str:
 
 
 def write_results(rows: list[dict[str, Any]], out: Path) -> None:
-    """results.json (everything, histories included), results.md (the table) and winner.pt (the best weights)."""
-    write_json(out / "results.json", {"recipes": rows})
+    """results.json (everything, histories included), results.md (the table) and winner.pt (the best weights;
+    removed when no recipe finished, so that an old winner never stands for a new sweep)."""
+    write_json(out / RESULTS, {"recipes": rows})
     lines = [
         "| rank | recipe | best val accuracy | best epoch | epochs run | wall time | train images/s | settings |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -309,10 +427,26 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
             lines.append(
                 f"| {rank} | {row['recipe']} | failed: {row['error'].replace('|', '/')} | | | | | {settings} |"
             )
-    write_text(out / "results.md", "\n".join(lines) + "\n")
+    write_text(out / TABLE, "\n".join(lines) + "\n")
     finished = [row for row in rows if row["status"] == "finished"]
     if finished:
-        shutil.copyfile(Path(finished[0]["folder"]) / "best.pt", out / "winner.pt")
+        shutil.copyfile(Path(finished[0]["folder"]) / "best.pt", out / WINNER)
+    else:
+        (out / WINNER).unlink(missing_ok=True)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker (as SIGTERM would: finished epochs kept) if the sweep that started it is gone, however
+    it ended, so that no worker trains on, orphaned."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -320,8 +454,19 @@ def _worker_main(argv: list[str]) -> int:
     saying what failed."""
     import traceback
 
+    from .cli import terminate_as_interrupt
+
+    spec = json.loads(argv[0])
+    terminate_as_interrupt()
+    _watch_parent(spec["parent"])
     try:
-        worker(json.loads(argv[0]))
+        worker(spec)
+    except Interrupted as stop:
+        print(f"error: stopped: {first_line(stop)}", flush=True)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("error: stopped (the sweep ended); finished epochs are kept in last.pt", flush=True)
+        return 130
     except Exception as error:  # noqa: BLE001 (any failure ends this recipe only; the sweep reports it and goes on)
         traceback.print_exc()
         print(f"error: {first_line(error, 240)}", flush=True)

@@ -1,19 +1,28 @@
 """A small trainer that knows nothing of the model: SGD, warmup + cosine, early stopping.
 
-`fit` trains on `data.train`, selects on `data.val` (never on the test set), keeps the best weights,
-and, given an output folder, writes `last.pt` after every epoch (resumable, at most one epoch lost)
-and `best.pt` at the end.
+The pieces, in the order a run uses them: `make_optimizer` and `make_scheduler`; `TrainStep`, one
+optimiser step (public, so that chapter 6 can print it); `train_epoch`; `validate`; and `fit`, which
+trains on `data.train`, selects on `data.val` (never on the test set), keeps the best weights and, given
+an output folder, checkpoints every epoch through `runs.RunFolder`. `Run` holds one run's state, so that
+`fit` and the stacked trainer of `vit_tutorial.stacked` share it. On CUDA, `graphs.GraphedStep` replays
+the step as one CUDA graph.
+
+Each history entry (one per epoch) holds: epoch, lr, train_loss, train_accuracy (on the augmented batches),
+val_loss, val_accuracy, clipped (share of steps whose gradient norm was clipped), seconds,
+images_per_second and train_images_per_second, and the diagnostics of `diagnostics.measure`
+(qk_norms, cls_spread, train_clean_accuracy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import os
-import platform
 import time
+import typing
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,50 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import mix_batch, random_erasing
-from .checkpoint import load_checkpoint, save_checkpoint
+from .augment import Pipeline
 from .config import TrainConfig
 from .data import CIFAR10, CLASSES, Split, batches
-from .errors import CheckpointError, TrainingDivergedError, first_line
-from .registry import architecture_of
+from .devices import autocast, describe_hardware, resolve_precision, select_device
+from .diagnostics import CLEAN_TRAIN_IMAGES, PROBE_IMAGES, gone_uniform, measure, query_key_weights
+from .distill import distillation_loss, load_teacher
+from .record import RunRecord
+from .registry import architecture_of, config_of, spec_for
 
-LAST = "last.pt"
-BEST = "best.pt"
-
-
-def select_device(preferred: str | torch.device | None = None) -> torch.device:
-    """`preferred` if given (and not 'auto'), else CUDA, then MPS, then CPU.
-
-    Raises:
-        ValueError: an unknown device name, or a device this machine does not have.
-    """
-    if preferred not in (None, "auto"):
-        try:
-            device = torch.device(preferred)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"unknown device {preferred!r}; use cpu, cuda, cuda:N, mps or auto") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {preferred!r} was asked for but CUDA is not available; use --device cpu or auto")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {preferred!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
-            )
-        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"device {preferred!r} was asked for but MPS is not available; use --device cpu or auto")
-        if device.type not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"device {preferred!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def describe_hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores ({device.type})"
+__all__ = ["EMA", "FitResult", "Run", "TrainStep", "fit", "lr_factor", "make_optimizer", "make_scheduler"]
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -78,39 +53,81 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def compile_for(model: nn.Module, device: torch.device) -> nn.Module:
-    """`torch.compile` on CUDA (the training step is then captured whole in a CUDA graph, see `TrainStep`);
-    elsewhere the eager model, with a note why.
-
-    The returned module shares its parameters with `model`, so optimiser and checkpoints keep using `model`.
-    """
-    if device.type != "cuda":
-        warnings.warn(f"compile is used on CUDA only; training eagerly on {device.type}", stacklevel=2)
-        return model
-    return torch.compile(model)
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warmup then cosine (or constant), as `lr_factor` describes."""
+    schedule = partial(
+        lr_factor,
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+        total_steps=config.epochs * steps_per_epoch,
+        schedule=config.schedule,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, capturable: bool = False) -> torch.optim.Optimizer:
     """SGD (or AdamW) with weight decay on weight matrices only (not biases, norms, CLS token or position embeddings).
 
     Frozen parameters (requires_grad False) are left out, so fine-tuning only the last blocks works.
-    `capturable` (CUDA) makes a fused optimiser whose learning rate is a tensor on the device, so that a
-    CUDA graph of the step reads the schedule's current value instead of the one it was captured with.
+    With `config.qk_decay` other than 1, the attention's fused query/key/value matrices are decayed row by
+    row instead (`QueryKeyDecay`): their query and key rows by `qk_decay * weight_decay`, the value rows by
+    `weight_decay`. `capturable` (CUDA) makes a fused optimiser whose learning rate is a tensor on the
+    device, so that a CUDA graph of the step reads the schedule's current value instead of the one it was
+    captured with.
     """
-    decay, no_decay = [], []
+    row_wise = {id(weight) for weight, _ in query_key_weights(model)} if config.qk_decay != 1.0 else set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             is_matrix = param.ndim >= 2 and not name.endswith(("cls_token", "pos_embed"))
-            (decay if is_matrix else no_decay).append(param)
+            (decay if is_matrix and id(param) not in row_wise else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     lr: float | torch.Tensor = config.lr
     if capturable:  # the learning rate lives on the device, where the captured step reads it
         lr = torch.tensor(config.lr, device=next(model.parameters()).device)
+    extra: dict[str, Any]
     if config.optimizer == "adamw":
         extra = {"capturable": True, "foreach": True} if capturable else {}
-        return torch.optim.AdamW(groups, lr=lr, **extra)
-    extra = {"fused": True} if capturable else {}
-    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **extra)
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=lr, **extra)
+    else:
+        extra = {"fused": True} if capturable else {}
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **extra)
+    if row_wise:
+        QueryKeyDecay(model, optimizer, config)
+    return optimizer
+
+
+class QueryKeyDecay:
+    """Weight decay of the fused query/key/value matrices, row by row, run just before each optimiser step.
+
+    SGD's weight decay adds `wd * w` to the gradient (before momentum); AdamW's shrinks the weight by
+    `lr * wd * w` (decoupled). This does the same with a per-row `wd`: `qk_decay * weight_decay` for the
+    query and key rows, `weight_decay` for the value rows. The matrices sit in the optimiser's group
+    without decay, so nothing is decayed twice.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+        self.decoupled = config.optimizer == "adamw"
+        self.pairs = []
+        for weight, d in query_key_weights(model):
+            if weight.requires_grad:
+                rows = torch.full((weight.shape[0], 1), config.weight_decay, device=weight.device)
+                rows[: 2 * d] *= config.qk_decay
+                self.pairs.append((weight, rows))
+        self.group = optimizer.param_groups[1]  # the learning rate these matrices are stepped with
+        optimizer.register_step_pre_hook(self)
+
+    @torch.no_grad()
+    def __call__(self, optimizer, args, kwargs) -> None:
+        for weight, rows in self.pairs:
+            if weight.grad is None:
+                continue
+            if self.decoupled:
+                weight.mul_(1 - self.group["lr"] * rows)
+            else:
+                weight.grad.addcmul_(weight, rows)
 
 
 class EMA:
@@ -133,166 +150,343 @@ class EMA:
         torch._foreach_lerp_(self._average, self._live, 1.0 - self.decay)
 
 
-@dataclass
-class FitResult:
-    """What `fit` returns: the model with its best weights, and how it got there."""
-
-    model: nn.Module
-    history: list[dict[str, float]]
-    best_epoch: int  # 1-based epoch whose weights the model now holds
-    stopped_early: bool
-    checkpoint: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@torch.no_grad()
-def validate(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on `split` (no augmentation, no smoothing)."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for images, labels in batches(split, batch_size, device=device):
-        with _autocast(device):
-            logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-    return loss_sum / len(split), correct / len(split)
-
-
-def _autocast(device: torch.device):
-    """bfloat16 on CUDA; the cast cache is off because a captured CUDA graph cannot use it."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _training_batches(split: Split, config: TrainConfig, device: torch.device, generator: torch.Generator):
-    """One epoch of batches as the step sees them: (images, targets, labels), augmented, normalised,
-    erased and mixed. Targets are the labels, or soft labels (B, num_classes) with mixup or cutmix."""
-    drop_last = len(split) >= config.batch_size
-    for images, labels in batches(
-        split,
-        config.batch_size,
-        device=device,
-        shuffle=True,
-        augment=config.augment,
-        generator=generator,
-        drop_last=drop_last,
-        randaugment_n=config.randaugment_n,
-        randaugment_m=config.randaugment_m,
-    ):
-        if config.random_erasing > 0:
-            images = random_erasing(images, config.random_erasing, generator)
-        targets = labels
-        if config.mixup > 0 or config.cutmix > 0:
-            images, targets = mix_batch(
-                images, labels, len(CLASSES), mixup=config.mixup, cutmix=config.cutmix, generator=generator
-            )
-        yield images, targets, labels
-
-
 class TrainStep:
-    """One training step: forward, loss, backward, gradient clipping, optimiser update and EMA, with the
-    epoch's loss and correct predictions summed on the device (read once per epoch, no sync per step).
+    """One training step: forward, loss, backward, gradient clipping, weight decay, optimiser update, EMA.
 
-    `forward` is the model or its compiled version. With `graph=True` (CUDA) the whole step is captured
-    in a CUDA graph after a few warm-up steps and then replayed: one launch per step instead of hundreds.
-    The graph needs static shapes (the trainer drops the last partial batch) and a capturable optimiser.
+    The epoch's loss, correct predictions and clipped steps are summed on the device, so nothing waits for
+    the device mid-epoch; `totals` reads them once. `forward` is the model or its compiled version;
+    `teacher`, if given, adds its predictions to the loss (`distill.distillation_loss`). The step has only
+    tensor operations, so `graphs.GraphedStep` can capture it whole in a CUDA graph.
     """
-
-    WARMUP_STEPS = 3
 
     def __init__(
         self,
-        model,
-        forward,
-        optimizer,
+        model: nn.Module,
+        forward: nn.Module | None,
+        optimizer: torch.optim.Optimizer,
         config: TrainConfig,
         device: torch.device,
         ema: EMA | None = None,
-        graph: bool = False,
+        *,
+        precision: str = "fp32",
+        teacher: nn.Module | None = None,
     ) -> None:
-        self.model, self.forward, self.optimizer, self.ema = model, forward, optimizer, ema
-        self.config, self.device = config, device
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.device, self.precision = device, precision
+        self.forward = forward if forward is not None else model
+        self.ema, self.teacher = ema, teacher
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen = 0
-        self.graph, self._graph, self._static, self._calls = graph, None, None, 0
-
-    def reset(self) -> None:
-        self.loss_sum.zero_()
-        self.correct.zero_()
-        self.seen = 0
+        self.clipped = torch.zeros((), device=device, dtype=torch.long)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> None:
-        self.seen += labels.shape[0]
-        if not self.graph:
-            self._step(images, targets, labels)
-            return
-        if self._calls < self.WARMUP_STEPS:
-            self._calls += 1
-            self._on_side_stream(self._step, images, targets, labels)
-            return
-        if self._graph is None:
-            self._capture(images, targets, labels)
-            if self._graph is None:  # the capture failed: this step runs eagerly
-                self._step(images, targets, labels)
-                return
-        for static, value in zip(self._static, (images, targets, labels)):
-            static.copy_(value)
-        self._graph.replay()
-
-    def _step(self, images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> None:
-        with _autocast(self.device):
+        with autocast(self.device, self.precision):
             logits = self.forward(images)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
+        loss = self.loss(logits, targets, images)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.update(loss, logits, labels)
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """After the backward pass: clip the gradient, step the optimiser and the EMA, add to the epoch's sums."""
         if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.clipped += norm > self.config.grad_clip
+        self.optimizer.step()  # with qk_decay, QueryKeyDecay runs first
         if self.ema is not None:
             self.ema.update()
         self.loss_sum += loss.detach() * labels.shape[0]
         self.correct += (logits.argmax(dim=1) == labels).sum()
 
-    def _on_side_stream(self, function, *args) -> None:
-        """Warm-up work before a capture runs on a side stream, as the CUDA-graph documentation asks."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            function(*args)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the targets (class indices, or soft labels after mixup / CutMix), and the
+        teacher's term when there is a teacher."""
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad(), autocast(self.device, "bf16" if self.device.type == "cuda" else self.precision):
+            taught = self.teacher(images)
+        return distillation_loss(logits, taught, loss, self.config)
 
-    def _capture(self, images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> None:
-        self._static = tuple(t.clone() for t in (images, targets, labels))
+    def reset(self) -> None:
+        for total in (self.loss_sum, self.correct, self.clipped):
+            total.zero_()
+
+    def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(self._graph):
-                self._step(*self._static)  # recorded, not run: the replay that follows runs it
-        except RuntimeError as error:  # an operation that cannot be captured: train on without the graph
-            warnings.warn(f"CUDA graph capture failed ({first_line(error, 200)}); training on without it", stacklevel=2)
-            self.graph, self._graph = False, None
-            torch.cuda.synchronize(self.device)
+
+    def totals(self, images: int, steps: int) -> dict[str, float]:
+        """Mean loss, accuracy and clipped share since `reset`, over `images` images in `steps` steps."""
+        return {
+            "train_loss": self.loss_sum.item() / max(images, 1),
+            "train_accuracy": self.correct.item() / max(images, 1),
+            "clipped": self.clipped.item() / max(steps, 1),
+        }
 
 
-def _train_epoch(
-    step: TrainStep, split: Split, config: TrainConfig, device: torch.device, generator, bar, scheduler
-) -> tuple[float, float, int]:
-    """Train one epoch through `step`; with a CUDA graph the epoch's batches are prepared first, so that no
-    host synchronisation (mixup's draws) falls between two replays."""
-    step.model.train()
+def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of batches as the step sees them, (images, targets, labels): shuffled and transformed by
+    the run's `augment.Pipeline` with a generator seeded by the epoch number alone, so that a resumed run
+    sees the same batches. The last partial batch is dropped (static shapes for a CUDA graph)."""
+    split, config = run.train, run.config
+    generator = torch.Generator(device=split.labels.device).manual_seed(config.seed * 100_003 + epoch)
+    drop_last = len(split) >= config.batch_size
+    for images, labels in batches(
+        split, config.batch_size, shuffle=True, generator=generator, drop_last=drop_last, normalise=False
+    ):
+        images, targets = run.pipeline(images, labels, generator, run.device)
+        yield images, targets, labels.to(run.device, non_blocking=True)
+
+
+def train_epoch(step, prepared: Iterable, scheduler, bar=None, meanwhile=None, images_per_step: int = 0) -> int:
+    """Run `step` (a `TrainStep`, a `graphs.GraphedStep` or a `stacked.StackedStep`) over one epoch's batches
+    from a fresh `step.reset()`, advancing the learning-rate schedule after every step; returns the number
+    of steps (their sums are read with `step.totals`).
+
+    `meanwhile` is called once every step has been issued, before their results are read: on a GPU the
+    steps are still running then, and the next epoch can be prepared alongside.
+    """
     step.reset()
-    prepared = _training_batches(split, config, device, generator)
-    if step.graph:
-        prepared = list(prepared)
-    for images, targets, labels in prepared:
-        step(images, targets, labels)
+    steps = 0
+    for batch in prepared:
+        step(*batch)
         scheduler.step()
+        steps += 1
         if bar is not None:
-            bar.update(labels.shape[0])
-    seen = max(step.seen, 1)
-    return step.loss_sum.item() / seen, step.correct.item() / seen, step.seen
+            bar.update(images_per_step)
+    if meanwhile is not None:
+        meanwhile()
+    return steps
+
+
+def training_entry(epoch: int, lr: float, totals: dict[str, float], images: int, seconds: float) -> dict[str, Any]:
+    """The training half of an epoch's history entry (`Run.evaluate` adds the rest)."""
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        **totals,
+        "images": images,
+        "train_images_per_second": images / seconds,
+        "train_seconds": seconds,
+    }
+
+
+def validate(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on `split` (no augmentation, no smoothing), in the number
+    format of the caller's `devices.autocast`, if any."""
+    return loss_and_accuracy(model, split, device, batch_size)
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000):
+    """What `validate` measures, for any split (`diagnostics` scores training images with it)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for images, labels in batches(split, batch_size, device=device):
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class Run:
+    """One training run's state: the model, its optimiser, schedule, EMA and teacher, the `RunRecord`, the best
+    weights so far and the epochs without improvement. `fit` drives one; `stacked.fit_stacked` several."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: CIFAR10,
+        config: TrainConfig,
+        *,
+        device: torch.device,
+        precision: str,
+        capturable: bool = False,
+    ) -> None:
+        self.model, self.data, self.config, self.device, self.precision = model, data, config, device, precision
+        model.to(device)
+        self.train = data.train.to(device) if device.type != "cpu" else data.train
+        self.pipeline = Pipeline.from_config(config, len(CLASSES))
+        self.optimizer = make_optimizer(model, config, capturable=capturable)
+        self.steps_per_epoch = max(len(self.train) // config.batch_size, 1)
+        # the last partial batch is dropped, unless it is the only one
+        self.images_per_epoch = min(len(self.train), self.steps_per_epoch * config.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.ema = EMA(model, config.ema) if config.ema > 0 else None
+        self.teacher = load_teacher(config.teacher, device) if config.teacher else None
+        self.record = RunRecord(
+            architecture=architecture_of(model),
+            model_config=config_of(model),
+            train_config=config,
+            provenance=data.provenance,
+            hardware=describe_hardware(device),
+            precision=precision,
+        )
+        self.best_weights = _cpu_copy(self.evaluated)
+        self.bad_epochs = 0
+        self.warned: set[int] = set()  # layers already reported uniform
+        spec = spec_for(config_of(model))  # the spread is measured for the from-scratch ViT (ViT-B/16's costs minutes)
+        self.probe = data.val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(data.val) else None
+        self.clean = data.train.subset(CLEAN_TRAIN_IMAGES, seed=1)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What validation sees and what is kept as best: the weight average with EMA, else the model."""
+        return self.ema.model if self.ema is not None else self.model
+
+    @property
+    def patience_ran_out(self) -> bool:
+        return 0 < self.config.patience <= self.bad_epochs
+
+    def set_learning_rates(self) -> None:
+        """After loading: the schedule follows `config.lr` (which a resume may change), and each group's rate is a
+        float, or a device tensor where the optimiser is fused or capturable for a CUDA graph."""
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.config.lr
+            value = self.config.lr * factor
+            if group.get("fused") or group.get("capturable"):
+                group["lr"] = torch.tensor(value, device=group["params"][0].device)
+            else:
+                group["lr"] = value
+
+    def step(self, forward: nn.Module | None = None) -> TrainStep:
+        return TrainStep(
+            self.model,
+            forward,
+            self.optimizer,
+            self.config,
+            self.device,
+            self.ema,
+            precision=self.precision,
+            teacher=self.teacher,
+        )
+
+    def begin_epoch(self, epoch: int) -> float:
+        """Seed dropout and stochastic depth for `epoch` (0-based); the learning rate the epoch starts at."""
+        torch.manual_seed(self.config.seed * 100_003 + epoch)
+        self.model.train()
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def evaluate(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Validate and measure after an epoch's training; `entry` holds its training figures and is
+        returned complete."""
+        started = time.perf_counter()
+        with autocast(self.device, self.precision):
+            val_loss, val_accuracy = validate(self.evaluated, self.data.val, self.device)
+        diagnostics = measure(
+            self.evaluated, probe=self.probe, clean=self.clean, device=self.device, precision=self.precision
+        )
+        seconds = entry.pop("train_seconds") + time.perf_counter() - started
+        entry.update(val_loss=val_loss, val_accuracy=val_accuracy, seconds=seconds, **diagnostics)
+        entry["images_per_second"] = entry.pop("images") / seconds
+        return entry
+
+    def keep(self, entry: dict[str, Any]) -> None:
+        """Add a finished epoch's entry to the history; keep its weights if it is the best so far."""
+        record = self.record
+        record.history.append(entry)
+        record.wall_seconds += entry["seconds"]
+        record.epochs_run = entry["epoch"]
+        if entry["val_accuracy"] > record.best_val_accuracy:
+            record.best_val_accuracy, record.best_epoch, self.bad_epochs = entry["val_accuracy"], entry["epoch"], 0
+            self.best_weights = _cpu_copy(self.evaluated)
+        else:
+            self.bad_epochs += 1
+
+    def last_state(self) -> dict[str, Any]:
+        """What `last.pt` holds: the record, the live and best weights, and what resuming needs."""
+        state = {
+            **self.record.to_dict(),
+            "model": self.model.state_dict(),
+            "best_model": self.best_weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "bad_epochs": self.bad_epochs,
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.model.state_dict()
+        return state
+
+    def best_state(self) -> dict[str, Any]:
+        """What `best.pt` holds: the record and the best weights."""
+        return {**self.record.to_dict(), "model": self.best_weights}
+
+    def restore(self, payload: dict[str, Any], changes: dict[str, list]) -> None:
+        """Continue from a `last.pt` payload (already checked to fit this run); `changes` records what a resume
+        may change (e.g. a lower lr), from which epoch on.
+
+        Raises:
+            KeyError, ValueError or RuntimeError: the weights or optimiser state do not fit.
+        """
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(payload["ema"])
+        stored = RunRecord.from_dict(payload)
+        self.record.history = stored.history
+        self.record.best_epoch, self.record.best_val_accuracy = stored.best_epoch, stored.best_val_accuracy
+        self.record.epochs_run, self.record.wall_seconds = stored.epochs_run, stored.wall_seconds
+        self.record.config_changes = stored.config_changes
+        if changes:
+            self.record.config_changes.append({"from_epoch": stored.epochs_run + 1, **changes})
+        self.best_weights = payload.get("best_model", _cpu_copy(self.evaluated))
+        self.bad_epochs = payload.get("bad_epochs", 0)
+
+    def warn_if_uniform(self, entry: dict[str, Any]) -> None:
+        """A warning when a layer's CLS attention has gone uniform during the run (`diagnostics.gone_uniform`),
+        once per layer."""
+        tokens = getattr(config_of(self.model), "num_tokens", 0)
+        if not tokens:  # a model without attention
+            return
+        layers = [layer for layer in gone_uniform(self.record.history, tokens) if layer not in self.warned]
+        self.warned.update(layers)
+        if layers:
+            norms = entry.get("qk_norms", [])
+            shown = ", ".join(f"{layer} (q/k norm {norms[layer - 1][0]:.2f})" for layer in layers) if norms else ""
+            warnings.warn(
+                f"epoch {entry['epoch']}: the CLS attention of layer(s) {shown or layers} has gone uniform "
+                "(every patch weighted alike); weight decay may be winning over their gradient: "
+                "try TrainConfig(qk_decay=0) (chapter 6)",
+                stacklevel=3,
+            )
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the model with its best weights, and the run's record."""
+
+    model: nn.Module
+    record: RunRecord
+    checkpoint: Path | None = None  # best.pt, when the run had a folder
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.record.history
+
+    @property
+    def best_epoch(self) -> int:
+        return self.record.best_epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.record.stopped_early
+
+
+def compile_for(model: nn.Module, device: torch.device) -> nn.Module:
+    """`torch.compile` on CUDA (the step is then captured whole in a CUDA graph, see `graphs`); elsewhere the
+    eager model, with a note why. The returned module shares its parameters with `model`."""
+    if device.type != "cuda":
+        warnings.warn(f"compile is used on CUDA only; training eagerly on {device.type}", stacklevel=3)
+        return model
+    return typing.cast(nn.Module, torch.compile(model))
 
 
 def fit(
@@ -307,287 +501,100 @@ def fit(
     progress: bool = True,
     log_epochs: bool = True,
     compile: bool = False,
+    precision: str = "auto",
 ) -> FitResult:
     """Train `model` on `data.train`, early-stop on `data.val`, and return it holding its best weights.
 
-    `progress` shows tqdm bars; `log_epochs` prints one summary line per epoch.
-    With `out_dir`, `last.pt` is rewritten after every epoch; `resume=True` continues from it (a changed
-    `lr` or `grad_clip` is allowed and recorded; anything else must match). A folder that already holds
-    a run is refused unless `overwrite=True`, which first removes that run's files.
-    `compile=True` trains through `torch.compile` on CUDA, with the whole step captured in a CUDA graph,
-    and falls back to eager elsewhere. Shuffling, augmentation and dropout are seeded per epoch, so on
-    the CPU a resumed run repeats the uninterrupted one exactly.
-    With `config.ema`, validation, early stopping and the saved best weights use the averaged weights.
+    `progress` shows tqdm bars; `log_epochs` prints one summary line per epoch. With `out_dir`, the run folder
+    (`runs.RunFolder`) is locked for the run's life and `last.pt` is rewritten after every epoch;
+    `resume=True` continues from it (a changed `lr` or `grad_clip` is allowed and recorded; anything else
+    must match). A folder that already holds a run is refused unless `overwrite=True`, which first removes
+    that run's files. `compile=True` trains through `torch.compile` on CUDA, with the whole step captured
+    in a CUDA graph and the next epoch's batches prepared while the current one trains; elsewhere it
+    trains eagerly. `precision` "auto" is bfloat16 autocast where the device multiplies it natively
+    (`devices.native_bf16`), else float32. Shuffling, augmentation and dropout are seeded per epoch, so
+    a resumed run repeats the uninterrupted one exactly. With `config.ema`, validation, early stopping
+    and the saved best weights use the averaged weights.
 
     Raises:
         TrainingDivergedError: the loss or the weights became NaN or infinite; nothing non-finite is saved.
         CheckpointError: `resume` was asked for but `last.pt` is missing, corrupt or from another setup,
             or `out_dir` holds a run and neither `resume` nor `overwrite` was given.
+        RunInUseError: another process is writing to `out_dir`.
     """
-    from tqdm.auto import tqdm
+    from .runs import RunFolder, check_finite
 
     device = select_device(device)
-    model.to(device)
-    train = data.train.to(device) if device.type != "cpu" else data.train
-    out_dir = Path(out_dir) if out_dir is not None else None
     graph = compile and device.type == "cuda"
-    optimizer = make_optimizer(model, config, capturable=graph)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch=max(len(train) // config.batch_size, 1))
-    ema = EMA(model, config.ema) if config.ema > 0 else None
-    evaluated = ema.model if ema is not None else model  # what validation sees and what is kept as best
-    model_config = getattr(model, "config", None)
-    state = {
-        "epoch": 0,
-        "history": [],
-        "best_val_accuracy": -1.0,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "best_model": _cpu_copy(evaluated),
-        "wall_seconds": 0.0,
-        "config_changes": [],
-    }
-    if resume:
-        state = _restore(out_dir, model, optimizer, scheduler, ema, config, data, state)
-    elif out_dir is not None:
-        _claim_folder(out_dir, overwrite)
-    _set_learning_rates(optimizer, scheduler, config)
-    common = {
-        "architecture": architecture_of(model),
-        "model_config": model_config.to_dict() if model_config is not None else None,
-        "train_config": config.to_dict(),
-        "provenance": data.provenance,
-        "hardware": describe_hardware(device),
-    }
-    forward = compile_for(model, device) if compile else model
-    step = TrainStep(model, forward, optimizer, config, device, ema, graph=graph)
-    stopped_early = False
-    for epoch in range(state["epoch"], config.epochs):
-        if 0 < config.patience <= state["bad_epochs"]:
-            stopped_early = True
-            break
-        record = _epoch(step, evaluated, train, data.val, scheduler, config, device, epoch, progress)
-        _check_finite(record, model, epoch, out_dir)
-        state["history"].append(record)
-        state["wall_seconds"] += record["seconds"]
-        if record["val_accuracy"] > state["best_val_accuracy"]:
-            state.update(
-                best_val_accuracy=record["val_accuracy"],
-                best_epoch=epoch + 1,
-                bad_epochs=0,
-                best_model=_cpu_copy(evaluated),
-            )
+    run = Run(model, data, config, device=device, precision=resolve_precision(precision, device), capturable=graph)
+    folder = RunFolder(out_dir) if out_dir is not None else None
+    with folder.writing(resume=resume, overwrite=overwrite) if folder else contextlib.nullcontext():
+        if resume:
+            if folder is None:
+                raise ValueError("resume=True needs out_dir, the folder holding last.pt")
+            folder.resume(run)
+        run.set_learning_rates()
+        step: Any = run.step(compile_for(model, device) if compile else None)
+        prefetcher = None
+        if graph:
+            from .graphs import GraphedStep, Prefetcher
+
+            step = GraphedStep(step)
+            prefetcher = Prefetcher(device, lambda epoch: epoch_batches(run, epoch), config.epochs)
+        for epoch, entry in epochs(run, step, progress=progress, prefetcher=prefetcher):
+            entry = run.evaluate(entry)
+            check_finite(entry, model, epoch, folder)
+            run.keep(entry)
+            if log_epochs:
+                _log(entry)
+            run.warn_if_uniform(entry)
+            if folder is not None:
+                folder.save_last(run)
+        model.load_state_dict(run.best_weights)
+        checkpoint = folder.save_best(run) if folder is not None else None
+    return FitResult(model, run.record, checkpoint)
+
+
+def epochs(run: Run, step, *, progress: bool, prefetcher=None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Train `run` from its next epoch on, yielding (epoch, the epoch's training figures) after each; stop
+    early, setting `run.record.stopped_early`, when the patience has run out before an epoch. With a
+    `graphs.Prefetcher`, each epoch's batches are prepared while the previous epoch's steps run."""
+    for epoch in range(run.record.epochs_run, run.config.epochs):
+        if run.patience_ran_out:
+            run.record.stopped_early = True
+            return
+        if prefetcher is None:
+            yield epoch, run_epoch(run, step, epoch, epoch_batches(run, epoch), progress)
         else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if log_epochs:
-            tqdm.write(
-                f"epoch {epoch + 1:3d}  train loss {record['train_loss']:.3f} acc {record['train_accuracy']:.3f}  "
-                f"val loss {record['val_loss']:.3f} acc {record['val_accuracy']:.3f}  {record['seconds']:.1f}s"
-            )
-        if out_dir is not None:
-            extra = {"ema": ema.model.state_dict()} if ema is not None else {}
-            save_checkpoint(
-                out_dir / LAST,
-                {
-                    **common,
-                    **state,
-                    **extra,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                },
-            )
-
-    model.load_state_dict(state["best_model"])
-    info = {
-        **common,
-        "best_val_accuracy": state["best_val_accuracy"],
-        "wall_seconds": state["wall_seconds"],
-        "epochs_run": state["epoch"],
-        "stopped_early": stopped_early,
-        "config_changes": state["config_changes"],
-    }
-    best_path = None
-    if out_dir is not None:
-        best_path = save_checkpoint(
-            out_dir / BEST,
-            {
-                **info,
-                "model": state["best_model"],
-                "history": state["history"],
-                "best_epoch": state["best_epoch"],
-            },
-        )
-    return FitResult(model, state["history"], state["best_epoch"], stopped_early, best_path, info)
+            prepared, upcoming = prefetcher.take(epoch), lambda e=epoch: prefetcher.prepare(e + 1)
+            yield epoch, run_epoch(run, step, epoch, prepared, progress, meanwhile=upcoming)
 
 
-RUN_FILES = (LAST, BEST, "history.json", "metrics.json")
-RESUMABLE_CHANGES = ("lr", "grad_clip")  # what a resumed run may change, e.g. after a divergence
+def _log(entry: dict[str, Any]) -> None:
+    from tqdm.auto import tqdm
 
-
-def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _claim_folder(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds a run (finished or not), unless `overwrite`: then remove that run's files first,
-    so that an interrupted retrain never leaves a mix of the old run and the new one."""
-    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if not existing:
-        return
-    if not overwrite:
-        raise CheckpointError(
-            f"{out_dir} already holds a run ({', '.join(existing)}); add --resume to continue it, "
-            f"--overwrite to replace it, or choose another --out"
-        )
-    for name in existing:
-        (out_dir / name).unlink()
-
-
-def _check_finite(record: dict[str, float], model: nn.Module, epoch: int, out_dir: Path | None) -> None:
-    """Stop before anything non-finite is saved, and say truthfully what is kept and how to go on."""
-    weights_finite = math.isfinite(sum(p.detach().float().sum().item() for p in model.parameters()))
-    bad = [name for name in ("train_loss", "val_loss") if not math.isfinite(record[name])]
-    if weights_finite and not bad:
-        return
-    what = f"{bad[0].replace('_', ' ')} became {record[bad[0]]}" if bad else "the weights became NaN or infinite"
-    last = out_dir / LAST if out_dir is not None else None
-    if last is not None and last.is_file():
-        kept = f"{last} still holds the last good epoch ({load_checkpoint(last)['epoch']})"
-        advice = "continue from it with --resume and a lower --lr (or a --grad-clip)"
-    elif last is not None:
-        kept, advice = (
-            "no epoch finished, so no checkpoint was written",
-            "start again with a lower --lr (or a --grad-clip)",
-        )
-    else:
-        kept, advice = "nothing was being saved", "train again with a lower learning rate or gradient clipping"
-    raise TrainingDivergedError(f"{what} in epoch {epoch + 1}; {kept}; {advice}")
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warmup then cosine (or constant), as `lr_factor` describes."""
-    schedule = partial(
-        lr_factor,
-        warmup_steps=config.warmup_epochs * steps_per_epoch,
-        total_steps=config.epochs * steps_per_epoch,
-        schedule=config.schedule,
+    clean = f"  clean train acc {entry['train_clean_accuracy']:.3f}" if "train_clean_accuracy" in entry else ""
+    tqdm.write(
+        f"epoch {entry['epoch']:3d}  train loss {entry['train_loss']:.3f} acc {entry['train_accuracy']:.3f}  "
+        f"val loss {entry['val_loss']:.3f} acc {entry['val_accuracy']:.3f}{clean}  {entry['seconds']:.1f}s"
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def _epoch(step: TrainStep, evaluated, train, val, scheduler, config, device, epoch, progress) -> dict[str, float]:
-    """One epoch: train (seeded by the epoch number), then validate `evaluated`; the history record."""
+def run_epoch(run: Run, step, epoch: int, prepared: Iterable, progress: bool, meanwhile=None) -> dict[str, Any]:
+    """Train `run` for one epoch through `step` on `prepared` batches: the epoch's training figures (the
+    validation is added by `Run.evaluate`)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    generator = torch.Generator(device=train.labels.device).manual_seed(config.seed * 100_003 + epoch)
-    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and stochastic depth
-    lr = float(step.optimizer.param_groups[0]["lr"])
+    lr = run.begin_epoch(epoch)
+    images = run.images_per_epoch
     bar = (
-        tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", leave=False) if progress else None
+        tqdm(total=images, desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="img", leave=False) if progress else None
     )
     try:
-        train_loss, train_acc, seen = _train_epoch(step, train, config, device, generator, bar, scheduler)
+        steps = train_epoch(step, prepared, run.scheduler, bar, meanwhile, images // run.steps_per_epoch)
     finally:
         if bar is not None:
             bar.close()
-    train_seconds = time.perf_counter() - started
-    val_loss, val_acc = validate(evaluated, val, device)
-    seconds = time.perf_counter() - started
-    return {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "train_loss": train_loss,
-        "train_accuracy": train_acc,
-        "val_loss": val_loss,
-        "val_accuracy": val_acc,
-        "seconds": seconds,
-        "images_per_second": seen / seconds,
-        "train_images_per_second": seen / train_seconds,
-    }
-
-
-def _restore(out_dir, model, optimizer, scheduler, ema, config, data, default_state) -> dict:
-    if out_dir is None:
-        raise ValueError("resume=True needs out_dir, the folder holding last.pt")
-    path = out_dir / LAST
-    if not path.is_file():
-        raise CheckpointError(f"nothing to resume: no {LAST} in {out_dir}; start without --resume")
-    payload = load_checkpoint(path)
-    stored = _stored_config(TrainConfig, payload.get("train_config"))
-    changes = (
-        {}
-        if stored is None
-        else {
-            k: [getattr(stored, k), getattr(config, k)]
-            for k in RESUMABLE_CHANGES
-            if getattr(stored, k) != getattr(config, k)
-        }
-    )
-    if stored is None or stored.replace(**{k: getattr(config, k) for k in changes}) != config:
-        raise CheckpointError(
-            f"{path} was written with another training configuration; resume with the same options "
-            f"(only {' and '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} may change) "
-            f"or use a new --out"
-        )
-    model_config = getattr(model, "config", None)
-    if model_config is not None and _stored_config(type(model_config), payload.get("model_config")) != model_config:
-        raise CheckpointError(
-            f"{path} holds another model configuration; resume with the same options or use a new --out"
-        )
-    _check_same_data(path, payload.get("provenance") or {}, data.provenance)
-    try:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        if ema is not None:
-            ema.model.load_state_dict(payload["ema"])
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path} cannot be resumed ({first_line(error, 160)}); use a new --out") from None
-    state = {key: payload.get(key, value) for key, value in default_state.items()}
-    if changes:
-        state["config_changes"] = [*state["config_changes"], {"from_epoch": state["epoch"] + 1, **changes}]
-    return state
-
-
-def _set_learning_rates(optimizer: torch.optim.Optimizer, scheduler, config: TrainConfig) -> None:
-    """After loading: the schedule follows `config.lr` (which a resume may change), and each group's rate is a
-    float, or a device tensor where the optimiser is fused for a CUDA graph."""
-    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
-    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["initial_lr"] = config.lr
-        value = config.lr * factor
-        if group.get("fused") or group.get("capturable"):
-            group["lr"] = torch.tensor(value, device=group["params"][0].device)
-        else:
-            group["lr"] = value
-
-
-DATA_IDENTITY = ("source", "fingerprint", "val_size", "split_seed", "subset")
-
-
-def _then_now(key: str, stored: dict, current: dict) -> str:
-    return f"{key}: {stored.get(key)!r} then, {current.get(key)!r} now"
-
-
-def _check_same_data(path: Path, stored: dict, current: dict) -> None:
-    """A run resumes on the data it started with: another data set, split or subset would change what the
-    validation accuracy measures halfway through."""
-    differing = [key for key in DATA_IDENTITY if stored.get(key) != current.get(key)]
-    if differing:
-        raise CheckpointError(
-            f"{path} was trained on other data ({', '.join(_then_now(k, stored, current) for k in differing)}); "
-            f"resume with the same data options (--data, --subset, --val-size, --seed) or use a new --out"
-        )
-
-
-def _stored_config(cls, values: dict | None):
-    """The config a checkpoint recorded (fields it lacks take today's defaults), or None if unreadable."""
-    try:
-        return cls.from_dict(values or {})
-    except (ValueError, TypeError):
-        return None
+    totals = step.totals(images, steps)
+    return training_entry(epoch, lr, totals, images, time.perf_counter() - started)

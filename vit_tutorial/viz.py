@@ -106,7 +106,7 @@ def patch_grid(image: torch.Tensor, patch_size: int) -> Figure:
     size = picture.shape[0]
     grid = size // patch_size
     figure = Figure(figsize=(9, 4.2), layout="constrained")
-    left, right = figure.subfigures(1, 2, width_ratios=[1, 1.1])
+    left, right = figure.subfigures(1, 2, width_ratios=[1, 1.1])  # type: ignore[misc]  # an array of two
     ax = left.subplots()
     ax.imshow(picture, extent=(0, size, size, 0))
     for k in range(1, grid):
@@ -182,7 +182,7 @@ def head_matrices(
 
     Args:
         image: (3, H, W) uint8 or float in [0, 1].
-        weights: (heads, T, T), rows summing to 1 (row = query, column = key).
+        weights: (heads, n, n), rows summing to 1 (row = query, column = key).
     """
     heads = weights.shape[0]
     values = weights.detach().float().cpu()
@@ -260,7 +260,7 @@ def line_plot(
     return figure
 
 
-# Attention pictures. `image` is (3, H, W) in [0, 1]; `attentions` is one image's (depth, heads, T, T).
+# Attention pictures. `image` is (3, H, W) in [0, 1]; `attentions` is one image's (depth, heads, n, n).
 
 
 def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno") -> None:
@@ -294,7 +294,7 @@ def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: in
     grid = cls_attention(attentions, layer=layer)
     steps = overlay_steps(image, grid, amplify)
     figure = Figure(figsize=(7.2, 3.5), layout="constrained")
-    top, bottom = figure.subfigures(2, 1)
+    top, bottom = figure.subfigures(2, 1)  # type: ignore[misc]  # an array of two
     rows = top.subplots(1, heads + 1)
     for head in range(heads):
         _map_panel(rows[head], cls_attention(attentions, layer=layer, head=head), f"head {head + 1}")

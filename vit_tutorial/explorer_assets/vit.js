@@ -74,7 +74,7 @@
   // nn.GELU(): the exact form, x * Phi(x)
   const gelu = (x) => 0.5 * x * (1 + erf(x / Math.SQRT2));
 
-  // (3, H, W) -> (num_patches, p * p * 3), the einops pattern "c (h p1) (w p2) -> (h w) (p1 p2 c)"
+  // (3, H, W) -> (num_patches, p * p * 3), the einops pattern "c (y p1) (x p2) -> (y x) (p1 p2 c)"
   function patchify(pixels, size, p) {
     const grid = size / p, out = new Float32Array(grid * grid * p * p * 3);
     let o = 0;
@@ -132,9 +132,9 @@
       attentions.set(attended.weights, b * cfg.heads * n * n);
       for (let i = 0; i < n * d; i++) x[i] += attended.out[i];
       const normed = layerNorm(x, n, d, W[block + "norm2.weight"], W[block + "norm2.bias"]);
-      const hidden = linear(normed, n, W[block + "mlp.net.0.weight"], W[block + "mlp.net.0.bias"], d, cfg.mlp_dim);
+      const hidden = linear(normed, n, W[block + "mlp.fc1.weight"], W[block + "mlp.fc1.bias"], d, cfg.mlp_dim);
       for (let i = 0; i < hidden.length; i++) hidden[i] = gelu(hidden[i]);
-      const mlp = linear(hidden, n, W[block + "mlp.net.3.weight"], W[block + "mlp.net.3.bias"], cfg.mlp_dim, d);
+      const mlp = linear(hidden, n, W[block + "mlp.fc2.weight"], W[block + "mlp.fc2.bias"], cfg.mlp_dim, d);
       for (let i = 0; i < n * d; i++) x[i] += mlp[i];
     }
     x = layerNorm(x, n, d, W["norm.weight"], W["norm.bias"]);

@@ -1,0 +1,214 @@
+"""Run folders and records: one writer at a time, resume only what fits, reuse finished runs, ship records."""
+
+import json
+
+import pytest
+import torch
+
+from vit_tutorial import CheckpointError, pretrained, runs
+from vit_tutorial.checkpoint import load_checkpoint
+from vit_tutorial.registry import build_model
+from vit_tutorial.train import fit
+
+from .conftest import TINY, TINY_ARGS, one_clean_line, run, train_args
+
+
+def train_tiny(data, config, **options):
+    """`fit` on a fresh tiny model, on the CPU, without progress bars."""
+    return fit(build_model(TINY), data, config, device="cpu", progress=False, **options)
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwritten(fake_data, quick_train_config, tmp_path):
+    config = quick_train_config.replace(epochs=1)
+    train_tiny(fake_data, config, out_dir=tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    before = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"already holds a run \(last.pt, best.pt, metrics.json\); add --resume"):
+        train_tiny(fake_data, config, out_dir=tmp_path)
+    assert (tmp_path / "best.pt").read_bytes() == before
+    train_tiny(fake_data, config, out_dir=tmp_path, overwrite=True)
+    assert not (tmp_path / "metrics.json").exists()  # the old run's metrics went with it
+
+
+def test_resume_refuses_other_data(fake_data, quick_train_config, tmp_path):
+    train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "run")
+    (tmp_path / "run" / "best.pt").unlink()  # as if interrupted
+    smaller = fake_data.subset(100, 30, 30)
+    with pytest.raises(CheckpointError, match=r"trained on other data .*subset"):
+        train_tiny(smaller, quick_train_config, out_dir=tmp_path / "run", resume=True)
+
+
+def test_resume_refuses_a_different_configuration(fake_data, quick_train_config, tmp_path):
+    train_tiny(fake_data, quick_train_config.replace(epochs=1), out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="another training configuration"):
+        train_tiny(fake_data, quick_train_config.replace(momentum=0.5), out_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_tiny(fake_data, quick_train_config, out_dir=tmp_path / "empty", resume=True)
+
+
+def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_train_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
+    config = quick_train_config.replace(epochs=1)
+    train_tiny(fake_data, config, out_dir=tmp_path / "runs" / "a")
+    found = runs.find_finished_run(TINY, config, tmp_path / "runs")
+    assert found is not None and found.path.name == "best.pt" and len(found.history) == 1
+    assert runs.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
+    assert runs.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
+
+
+def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIT_TUTORIAL_RUNS", raising=False)
+    checkout = runs.runs_dir().parent
+    assert (checkout / "pyproject.toml").is_file() and runs.runs_dir().name == "runs"
+    monkeypatch.chdir(tmp_path)  # a notebook's working directory is notebooks/, not the checkout
+    assert runs.runs_dir() == checkout / "runs"
+    monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
+    assert runs.runs_dir() == tmp_path / "elsewhere"
+
+
+def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
+    fake_data, quick_train_config, tmp_path
+):
+    from vit_tutorial.evaluate import predict_logits
+
+    config = quick_train_config.replace(epochs=2)
+    result = train_tiny(fake_data, config, out_dir=tmp_path / "run")
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    record = runs.run_record(payload, result.model, fake_data, note="tiny")
+    path = runs.write_run_record(record, "tiny", tmp_path)
+    loaded = runs.load_run_record("tiny", tmp_path)
+    assert loaded.history == result.history and loaded.record.note == "tiny" and loaded.model is None
+    assert "model" not in json.loads(path.read_text())
+    assert torch.equal(loaded.test_predictions, predict_logits(result.model, fake_data.test).argmax(1))
+    assert loaded.record.test_metrics["num_images"] == len(fake_data.test) and path.stat().st_size < 50_000
+    assert runs.load_run_record("absent", tmp_path) is None
+    path.write_text("{")
+    with pytest.raises(CheckpointError, match="not a readable run record"):
+        runs.load_run_record("tiny", tmp_path)
+
+
+def test_retraining_into_a_finished_run_needs_overwrite(cli_workspace):
+    root, env = cli_workspace
+    out = root / "runs" / "f"
+    assert run(*train_args(out), env=env).returncode == 0
+    before = (out / "best.pt").read_bytes()
+    stderr = one_clean_line(run(*train_args(out), env=env))
+    assert "already holds a run" in stderr and (out / "best.pt").read_bytes() == before
+    assert run(*train_args(out, "--overwrite"), env=env).returncode == 0
+
+
+def test_runs_go_where_vit_tutorial_runs_says(cli_workspace):
+    root, env = cli_workspace
+    result = run("train", "--epochs", "1", "--warmup-epochs", "0", "--no-progress", *TINY_ARGS, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (root / "runs" / "vit" / "best.pt").is_file()
+    evaluated = run("evaluate", env=env)
+    assert evaluated.returncode == 0 and str(root / "runs" / "vit") in evaluated.stdout
+
+
+def _start(args, env):
+    """The command line in the background, as a second terminal would run it."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "vit_tutorial", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition, seconds=120.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_while_a_run_trains_and_sigterm_ends_it_as_ctrl_c_does(cli_workspace):
+    import signal
+
+    root, env = cli_workspace
+    out = root / "runs" / "busy"
+    first = _start(train_args(out, "--epochs", "100000", "--patience", "0"), env)
+    try:
+        _wait_for(lambda: (out / "last.pt").is_file())  # a first epoch is saved
+        for extra in ((), ("--resume",), ("--overwrite",)):
+            stderr = one_clean_line(run(*train_args(out, "--epochs", "100000", "--patience", "0", *extra), env=env))
+            assert f"is in use by process {first.pid}" in stderr and "choose another --out" in stderr
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 143, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert "interrupted; finished epochs are saved in" in message and "--resume" in message
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial"))
+    kept = load_checkpoint(out / "last.pt")["epochs_run"]
+    assert kept >= 1 and not (out / "best.pt").exists()
+    resumed = run(*train_args(out, "--epochs", str(kept + 1), "--patience", "0", "--resume"), env=env)
+    assert "another training configuration (epochs differ)" in resumed.stderr  # the lock is free again
+    again = _start(train_args(out, "--epochs", "100000", "--patience", "0", "--resume"), env)
+    try:
+        _wait_for(lambda: load_checkpoint(out / "last.pt")["epochs_run"] > kept)
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=120)
+    assert again.returncode == 130
+
+
+def test_a_killed_run_never_blocks_the_next(fake_data, quick_train_config, tmp_path):
+    """The lock is the kernel's (flock), not a file's existence: a lock file left behind by a process that
+    died is no lock."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_text("process 1 (a run: vit-tutorial train, since 2026-01-01 00:00:00)")
+    result = train_tiny(fake_data, quick_train_config.replace(epochs=1), out_dir=tmp_path / "run")
+    assert len(result.history) == 1
+
+
+def test_two_writers_of_one_folder_in_one_process_are_refused_too(tmp_path):
+    from vit_tutorial.errors import RunInUseError
+
+    with runs.locked(tmp_path / "run"), pytest.raises(RunInUseError, match=r"in use by process \d+"):  # noqa: SIM117
+        with runs.locked(tmp_path / "run"):
+            pass
+    with runs.locked(tmp_path / "run"):  # released when the first writer is done
+        pass
+
+
+def test_train_or_reuse_reuses_a_finished_run_then_a_record_then_trains_and_resumes(
+    fake_data, quick_train_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
+    monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "runs"))
+    config = quick_train_config.replace(epochs=2)
+    said = []
+    trained = runs.train_or_reuse(
+        TINY, config, fake_data, folder="first", log=said.append, device="cpu", progress=False
+    )
+    assert trained.model is not None and len(trained.history) == 2 and "trained here" in said[-1]
+    again = runs.train_or_reuse(TINY, config, fake_data, folder="other", log=said.append)
+    assert "reusing" in said[-1] and again.path == tmp_path / "runs" / "first" / "best.pt"
+    payload = load_checkpoint(again.path)
+    runs.write_run_record(runs.run_record(payload, again.model, fake_data, "tiny"), "tiny", tmp_path / "records")
+    monkeypatch.setattr(runs, "RECORDS", tmp_path / "records")
+    other = config.replace(lr=0.2)
+    shipped = runs.train_or_reuse(TINY, other, fake_data, folder="second", record="tiny", log=said.append)
+    assert shipped.model is None and shipped.test_predictions is not None and "run record" in said[-1]
+    # an interrupted run of the same configs is resumed, not restarted
+    interrupted = tmp_path / "runs" / "third"
+    train_tiny(fake_data, other.replace(epochs=1), out_dir=interrupted)
+    (interrupted / "best.pt").unlink()
+    last = load_checkpoint(interrupted / "last.pt")
+    last["train_config"]["epochs"] = 2
+    from vit_tutorial.checkpoint import save_checkpoint
+
+    save_checkpoint(interrupted / "last.pt", last)
+    resumed = runs.train_or_reuse(TINY, other, fake_data, folder="third", log=said.append, device="cpu", progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]

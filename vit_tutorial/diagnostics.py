@@ -1,0 +1,113 @@
+"""What a run records about itself each epoch, beyond loss and accuracy: is every layer still attending?
+
+A layer whose query and key weights shrink towards zero gives every token the same score, so its
+softmax is uniform and the layer only averages. Weight decay alone does that to a weight whose gradient
+is too weak to resist it (chapter 6). Each epoch, `measure` records for the model being validated:
+
+- `qk_norms`: per block, the Frobenius norms of the query and key weights;
+- `cls_spread`: per layer, how uneven the CLS token's attention is over the patches, on a fixed batch of
+  validation images (`attention.cls_spread`; 0 is uniform);
+- `train_clean_accuracy`: accuracy on a fixed slice of the training images in eval mode, without
+  augmentation: whether the model fits its training data, which augmented accuracy cannot say.
+
+`uniform_layers` names the layers whose spread is below `attention.flat_threshold`, and `gone_uniform` those
+that got there during the run: a freshly initialised model attends almost evenly everywhere (its query and
+key weights are small), so uniform attention is a symptom only once a layer has attended, or once its
+query and key weights have shrunk well below where they started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import attend, cls_spread, flat_threshold
+from .data import Split
+from .devices import autocast
+
+PROBE_IMAGES = 128  # validation images whose CLS attention is measured each epoch
+CLEAN_TRAIN_IMAGES = 5000  # training images whose accuracy is measured each epoch, without augmentation
+
+
+def query_key_weights(model: nn.Module) -> list[tuple[torch.Tensor, int]]:
+    """Each attention layer's fused input projection and its width d: rows [0, d) of the weight make the
+    queries, [d, 2d) the keys, [2d, 3d) the values. The book's `model.Attention` and torch's
+    `nn.MultiheadAttention` (torchvision's ViT-B/16) are both laid out so; a model without attention has none."""
+    from .model import Attention
+
+    found = []
+    for module in model.modules():
+        if isinstance(module, Attention):
+            found.append((module.qkv.weight, module.qkv.out_features // 3))
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            found.append((module.in_proj_weight, module.embed_dim))
+    return found
+
+
+@torch.no_grad()
+def qk_norms(model: nn.Module) -> list[list[float]]:
+    """[[|W_q|, |W_k|], ...], one pair per attention layer (Frobenius norms)."""
+    return [
+        [weight[:d].float().norm().item(), weight[d : 2 * d].float().norm().item()]
+        for weight, d in query_key_weights(model)
+    ]
+
+
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, split: Split, device: torch.device, precision: str = "fp32") -> float:
+    """Accuracy on `split` in eval mode, without augmentation."""
+    from .train import loss_and_accuracy
+
+    with autocast(device, precision):
+        return loss_and_accuracy(model, split, device)[1]
+
+
+def measure(
+    model: nn.Module,
+    *,
+    probe: torch.Tensor | None,
+    clean: Split | None,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """The diagnostics of one epoch for `model` (the one being validated): `probe` is a fixed batch of
+    uint8 validation images (None for a model without attention weights), `clean` a fixed slice of
+    training images (None to skip)."""
+    found: dict[str, Any] = {}
+    if query_key_weights(model):
+        found["qk_norms"] = qk_norms(model)
+    if probe is not None:
+        attentions = attend(model, probe, device=device, precision=precision)[1]
+        found["cls_spread"] = [round(value, 6) for value in cls_spread(attentions).tolist()]
+    if clean is not None:
+        found["train_clean_accuracy"] = clean_accuracy(model, clean, device, precision)
+    return found
+
+
+def uniform_layers(entry: dict[str, Any], num_tokens: int) -> list[int]:
+    """The 1-based layers whose CLS attention the epoch's `entry` found uniform (spread below the threshold)."""
+    limit = flat_threshold(num_tokens)
+    return [i + 1 for i, spread in enumerate(entry.get("cls_spread", [])) if spread < limit]
+
+
+SHRUNK = 0.1  # query/key norms below this share of their first epoch's count as collapsed
+
+
+def gone_uniform(history: list[dict[str, Any]], num_tokens: int) -> list[int]:
+    """The 1-based layers uniform in the last epoch of `history` that were not uniform in an earlier epoch, or
+    whose query or key norm fell below `SHRUNK` of its first recorded value."""
+    if not history:
+        return []
+    last, first = history[-1], history[0]
+    limit = flat_threshold(num_tokens)
+    found = []
+    for layer in uniform_layers(last, num_tokens):
+        i = layer - 1
+        attended = any(entry.get("cls_spread", [0.0] * layer)[i] >= limit for entry in history[:-1])
+        norms, start = last.get("qk_norms") or [], first.get("qk_norms") or []
+        shrunk = bool(norms and start) and min(n / max(s, 1e-12) for n, s in zip(norms[i], start[i])) < SHRUNK
+        if attended or shrunk:
+            found.append(layer)
+    return found
