@@ -156,7 +156,8 @@ def test_the_built_book_classifies_a_readers_image(page, tmp_path):
     picture.save(tmp_path / "photo.png")
     page.set_input_files('[data-control="upload"]', str(tmp_path / "photo.png"))
     page.wait_for_function("document.querySelector('.vit-explorer .caption').textContent.includes('your image')")
-    assert "Classified in" in page.inner_text(".vit-explorer .status")
+    status = page.inner_text(".vit-explorer .status")
+    assert "loaded the model" in status and "classified it in" in status
 
 
 def _model_page(tmp_path, model, split):
@@ -248,3 +249,63 @@ def test_an_uploaded_image_is_classified_and_a_non_image_is_refused(page, tmp_pa
     page.wait_for_selector(".vit-explorer .status.problem")
     assert "not an image" in page.inner_text(".vit-explorer .status")
     assert page.problems == []
+
+
+def test_flat_maps_are_marked_and_the_shared_scale_shows_them_flat(page, tmp_path):
+    import copy
+
+    torch.manual_seed(0)
+    model = ViT(TINY).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.weight[: 2 * TINY.dim] *= 40  # sharp attention everywhere ...
+        model.blocks[0].attn.qkv.weight.zero_()  # ... but in layer 1, which attends evenly
+        model.blocks[0].attn.qkv.bias.zero_()
+    split = make_split(20)
+    html = static_explorer_html(copy.deepcopy(model), split, per_class=1, inline_weights=True, start_layer=0)
+    (tmp_path / "flat.html").write_text(f"<!doctype html><html><body>{html}</body></html>")
+    page.goto((tmp_path / "flat.html").as_uri())
+    page.wait_for_selector(".vit-explorer[data-renders]")
+    assert page.evaluate("document.querySelector('.vit-explorer').classList.contains('flat')")
+    assert "min-max stretches what is noise" in page.inner_text(".vit-explorer .scale")
+    stretched = pixels(page, "overlay")
+    change(page, "scale", "shared")
+    assert "shared scale shows it even" in page.inner_text(".vit-explorer .scale")
+    even = pixels(page, "overlay")
+    assert even != stretched
+    change(page, "layer", "1")
+    assert not page.evaluate("document.querySelector('.vit-explorer').classList.contains('flat')")
+    # the weights came with the page: a reader's image is classified without any weights file
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(tmp_path / "red.png")
+    page.set_input_files('[data-control="upload"]', str(tmp_path / "red.png"))
+    page.wait_for_function(
+        "document.querySelector('.vit-explorer .caption').textContent.includes('your image (1: red.png)')"
+    )
+    page.set_input_files('[data-control="upload"]', str(tmp_path / "red.png"))  # the same file again
+    page.wait_for_function("document.querySelector('.vit-explorer .caption').textContent.includes('(2: red.png)')")
+    # no image matches: nothing of the last one stays on screen
+    change(page, "class", "3")
+    change(page, "outcome", "correct")
+    if "No image" in page.inner_text(".vit-explorer .caption"):
+        assert set(pixels(page, "overlay")) == {0} and page.inner_text(".vit-explorer .prediction") == ""
+    assert page.problems == []
+
+
+def test_a_paste_elsewhere_on_the_page_is_not_the_explorers(page, tmp_path):
+    torch.manual_seed(0)
+    model = ViT(TINY).eval()
+    html = static_explorer_html(model, make_split(20), per_class=1, inline_weights=True)
+    page.set_content(
+        f"<!doctype html><html><body><textarea id=t></textarea><div style='height:900px'></div>{html}</body></html>"
+    )
+    page.wait_for_selector(".vit-explorer[data-renders]")
+    page.focus("#t")
+    page.evaluate(
+        """() => { const data = new DataTransfer();
+                   data.items.add(new File([new Uint8Array([137, 80, 78, 71])], "x.png", {type: "image/png"}));
+                   document.querySelector("#t").dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true})); }"""
+    )
+    page.wait_for_timeout(300)
+    assert page.inner_text(".vit-explorer .status") == ""  # the paste went to the text box, not the explorer

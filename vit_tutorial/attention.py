@@ -186,26 +186,36 @@ def _check_image_and_grid(image: torch.Tensor, grid: torch.Tensor) -> tuple[torc
     return (image if batched else image[None]), (grid if batched else grid[None]), batched
 
 
-def overlay_steps(image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0) -> dict[str, torch.Tensor]:
+def overlay_steps(
+    image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0, *, scale: float | torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Every step of the classic overlay, for teaching; `attention_overlay` returns the last one.
 
     Args:
         image: (3, H, W) or (B, 3, H, W), floats in [0, 1].
         grid: (y, x) or (B, y, x) raw attention (from `cls_attention` or `attention_rollout`).
+        scale: None for the classic min-max normalisation (step 4), which stretches every map to full
+            contrast, a flat one too; or a weight (per image: (B,)) that maps to 1 on a scale from 0, shared
+            by the maps compared, so that a flat map looks flat (`shared_scale`).
 
     Returns:
         "resized" (B, H, W): the grid upsampled bilinearly (align_corners=False);
-        "normalised" (B, H, W): min-max scaled to [0, 1] (a constant map becomes all ones);
+        "normalised" (B, H, W): min-max scaled to [0, 1] (a constant map becomes all ones), or divided by
+        `scale` and clipped to [0, 1];
         "product" (B, 3, H, W): image times the normalised map;
         "amplified" (B, 3, H, W): times `amplify`;
         "overlay" (B, 3, H, W): clipped to [0, 1]. Without a batch axis in, none out.
     """
     images, grids, batched = _check_image_and_grid(image, grid)
     size = images.shape[-2:]
-    resized = F.interpolate(grids[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]  # (b, H, W)
-    low = resized.amin(dim=(1, 2), keepdim=True)
-    span = resized.amax(dim=(1, 2), keepdim=True) - low
-    normalised = torch.where(span > 0, (resized - low) / span.clamp_min(1e-12), torch.ones_like(resized))
+    resized = F.interpolate(grids[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    if scale is None:
+        low = resized.amin(dim=(1, 2), keepdim=True)
+        span = resized.amax(dim=(1, 2), keepdim=True) - low
+        normalised = torch.where(span > 0, (resized - low) / span.clamp_min(1e-12), torch.ones_like(resized))
+    else:
+        top = torch.as_tensor(scale, dtype=resized.dtype).reshape(-1, 1, 1)
+        normalised = (resized / top.clamp_min(1e-12)).clamp(0, 1)
     product = images * normalised[:, None]
     amplified = product * amplify
     steps = {
@@ -218,6 +228,17 @@ def overlay_steps(image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0)
     return steps if batched else {name: value[0] for name, value in steps.items()}
 
 
-def attention_overlay(image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0) -> torch.Tensor:
-    """The classic tutorial's picture: the image lit by its attention map, (3, H, W) or (B, 3, H, W) in [0, 1]."""
-    return overlay_steps(image, grid, amplify)["overlay"]
+def shared_scale(attentions: torch.Tensor) -> torch.Tensor:
+    """One colour scale for all of an image's CLS maps: its largest CLS-to-patch weight over every layer and
+    head. (B, depth, heads, n, n) -> (B,), or (depth, heads, n, n) -> ()."""
+    batch, batched = _as_batch(attentions)
+    top = batch[:, :, :, 0, 1:].amax(dim=(1, 2, 3))
+    return top if batched else top[0]
+
+
+def attention_overlay(
+    image: torch.Tensor, grid: torch.Tensor, amplify: float = 2.0, *, scale: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    """The classic tutorial's picture: the image lit by its attention map, (3, H, W) or (B, 3, H, W) in [0, 1]
+    (`scale`: see `overlay_steps`)."""
+    return overlay_steps(image, grid, amplify, scale=scale)["overlay"]

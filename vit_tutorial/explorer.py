@@ -12,6 +12,7 @@ self-contained HTML page fragment (no network, no CDN) that redraws them in the 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import uuid
@@ -20,7 +21,15 @@ from importlib import resources
 import torch
 from torch import nn
 
-from .attention import attend, attention_overlay, attention_rollout, cls_attention, cls_spread, overlay_steps
+from .attention import (
+    attend,
+    attention_overlay,
+    attention_rollout,
+    cls_attention,
+    cls_spread,
+    flat_threshold,
+    overlay_steps,
+)
 from .data import CLASSES, Split
 from .errors import ImageError
 from .evaluate import predict_logits
@@ -38,9 +47,12 @@ def colormap_lut(name: str) -> torch.Tensor:
     return torch.tensor(matplotlib.colormaps[name](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
 
 
-def blend(image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap: str = "inferno") -> torch.Tensor:
-    """The attention map (resized, min-max normalised) in a colormap, laid over the image: (3, H, W) in [0, 1]."""
-    normalised = overlay_steps(image, grid)["normalised"]  # (h, w)
+def blend(
+    image: torch.Tensor, grid: torch.Tensor, *, opacity: float = 0.5, cmap: str = "inferno", scale=None
+) -> torch.Tensor:
+    """The attention map (resized, then min-max normalised or on a shared `scale`, see
+    `attention.overlay_steps`) in a colormap, laid over the image: (3, H, W) in [0, 1]."""
+    normalised = overlay_steps(image, grid, scale=scale)["normalised"]  # (H, W)
     lut = colormap_lut(cmap)
     colours = lut[(normalised * 255).round().long()].permute(2, 0, 1)  # (3, h, w)
     return (1 - opacity) * image + opacity * colours
@@ -94,6 +106,35 @@ def _png(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def image_drop(limit_mb: int = 50, side: int = 256):
+    """The live explorer's upload control: an anywidget whose JavaScript (`explorer_assets/image_drop.js`)
+    checks the file's size, scales the image down in the browser and sends a small PNG, so that no photo
+    meets Jupyter's message limit. Its `count` goes up with every image; `png`, `name` and `error` say what
+    came."""
+    return _image_drop_class()(limit_mb=limit_mb, side=side)
+
+
+@functools.cache
+def _image_drop_class():
+    import anywidget
+    import traitlets
+
+    class ImageDrop(anywidget.AnyWidget):
+        _esm = resources.files("vit_tutorial").joinpath("explorer_assets").joinpath("image_drop.js").read_text()
+        png = traitlets.Bytes(b"").tag(sync=True)
+        name = traitlets.Unicode("").tag(sync=True)
+        error = traitlets.Unicode("").tag(sync=True)
+        count = traitlets.Int(0).tag(sync=True)
+        limit_mb = traitlets.Int(50).tag(sync=True)
+        side = traitlets.Int(256).tag(sync=True)
+
+    return ImageDrop
+
+
+MEAN_HEAD = -1  # the head control's value for the mean over heads
+SCALES = (("min-max (classic)", "minmax"), ("shared by all maps", "shared"))
+
+
 class AttentionExplorer:
     """The live explorer. `explorer.widget` is the ipywidget to display.
 
@@ -101,6 +142,8 @@ class AttentionExplorer:
         model: a ViT (for example `vit_tutorial.load_pretrained()`).
         split: test images to browse; predictions for all of them are computed once, for filtering.
     """
+
+    PANEL = 192  # pixels a side of each picture
 
     def __init__(self, model: ViT, split: Split) -> None:
         import ipywidgets as w
@@ -110,16 +153,21 @@ class AttentionExplorer:
         device = next(model.parameters()).device
         self.predictions = predict_logits(model, split, device).argmax(dim=1)
         self.uploaded: torch.Tensor | None = None
+        self.upload_name = ""
         depth, heads = model.config.depth, model.config.heads
+        self.flat = flat_threshold(model.config.num_tokens)
 
         self.class_filter = w.Dropdown(options=["all classes", *CLASSES], description="class")
         self.outcome_filter = w.Dropdown(options=["all", "correct", "wrong"], description="prediction")
         self.index = w.IntSlider(min=0, max=0, description="image", continuous_update=False)
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
+        self.upload = image_drop()
         self.layer = w.Dropdown(
             options=[(str(i + 1), i) for i in range(depth)] + [(ROLLOUT, ROLLOUT)], value=depth - 1, description="layer"
         )
-        self.head = w.Dropdown(options=[("mean", None)] + [(str(h + 1), h) for h in range(heads)], description="head")
+        self.head = w.Dropdown(
+            options=[("mean", MEAN_HEAD)] + [(str(h + 1), h) for h in range(heads)], value=MEAN_HEAD, description="head"
+        )
+        self.scale = w.Dropdown(options=SCALES, value="minmax", description="scale")
         self.amplify = w.FloatSlider(
             value=2.0, min=0.5, max=5.0, step=0.25, description="amplify", continuous_update=False
         )
@@ -128,23 +176,29 @@ class AttentionExplorer:
         )
         self.cmap = w.Dropdown(options=COLORMAPS, description="colormap")
         self.caption = w.HTML()
-        self.view = w.Image(format="png")
+        self.views = [w.Image(format="png", width=self.PANEL, height=self.PANEL) for _ in range(3)]
+        self.titles = [w.HTML(), w.HTML(), w.HTML()]
+        self.colorbar = w.Image(format="png", width=self.PANEL, height=10)
+        self.scale_text = w.HTML()
         self.prediction = w.HTML()
 
         for control in (self.class_filter, self.outcome_filter):
             control.observe(self._refilter, names="value")
         self.index.observe(self._pick_from_split, names="value")
-        self.upload.observe(self._pick_upload, names="value")
-        for control in (self.layer, self.head, self.amplify, self.opacity, self.cmap):
+        self.upload.observe(self._pick_upload, names=["count", "error"])
+        for control in (self.layer, self.head, self.scale, self.amplify, self.opacity, self.cmap):
             control.observe(self._redraw, names="value")
+        panels = [w.VBox([view, title]) for view, title in zip(self.views, self.titles)]
+        panels[2].children = (*panels[2].children, self.colorbar, self.scale_text)
         self.widget = w.VBox(
             [
                 w.HBox([self.class_filter, self.outcome_filter]),
-                w.HBox([self.index, self.upload]),
-                w.HBox([self.layer, self.head, self.cmap]),
-                w.HBox([self.amplify, self.opacity]),
+                w.HBox([self.index]),
+                w.HBox([w.HTML("<b>your image</b>"), self.upload]),
+                w.HBox([self.layer, self.head, self.scale]),
+                w.HBox([self.amplify, self.opacity, self.cmap]),
                 self.caption,
-                w.HBox([self.view, self.prediction]),
+                w.HBox([*panels, self.prediction]),
             ]
         )
         self._refilter()
@@ -171,50 +225,90 @@ class AttentionExplorer:
         self._select()
 
     def _pick_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
+        if self.upload.error:
+            self._show_problem(self.upload.error)
             return
-        upload = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         try:
-            self.uploaded = load_image(bytes(upload["content"]), self.model.config.image_size)
+            self.uploaded = load_image(bytes(self.upload.png), self.model.config.image_size)
         except ImageError:
-            self.caption.value = "<b>That file is not an image Pillow can read; upload a PNG or JPEG.</b>"
+            self._show_problem(f"{self.upload.name} is not an image Pillow can read; upload a PNG or JPEG")
             return
+        self.upload_name = f"{self.upload.count}: {self.upload.name}"
         self._select()
+
+    def _show_problem(self, message: str) -> None:
+        """An upload that failed: say why, and show no picture that could be taken for its."""
+        self.uploaded = None
+        self.caption.value = f"<b style='color:#b00020'>{html_escape(message)}</b>"
+        for view in (*self.views, self.colorbar):
+            view.value = b""
+        self.prediction.value = self.scale_text.value = ""
 
     def _select(self) -> None:
         if self.uploaded is not None:
-            self.image, truth = self.uploaded, "your image"
+            self.image, truth = self.uploaded, f"your image {html_escape(self.upload_name)}"
         elif not self._candidates:
-            self.caption.value = "<b>No test image matches these filters.</b>"
+            self._show_problem("No test image matches these filters.")
             return
         else:
             position = self._candidates[self.index.value]
             self.image = self.split.images[position].float() / 255
             truth = f"test image {position}, {with_article(CLASSES[self.split.labels[position]])}"
+            truth += f" ({len(self._candidates)} images match the filters)"
         self.probabilities, self.maps = attention_maps(self.model, self.image[None])
-        self.caption.value = f"{truth} ({len(self._candidates)} images match the filters)"
+        # one scale for all of the image's layer maps (its largest patch weight); the rollout has its own
+        self.shared = {False: self.maps[0, :-1].amax(), True: self.maps[0, -1, 0].amax()}
+        self.caption.value = truth
         self.prediction.value = _prediction_html(self.probabilities[0])
         self._redraw()
 
     @property
+    def rollout(self) -> bool:
+        return self.layer.value == ROLLOUT
+
+    @property
     def current_grid(self) -> torch.Tensor:
-        """The (g, g) map the controls select."""
-        layer = self.maps.shape[1] - 1 if self.layer.value == ROLLOUT else self.layer.value
-        head = 0 if self.head.value is None else self.head.value + 1
+        """The (y, x) map the controls select."""
+        layer = self.maps.shape[1] - 1 if self.rollout else self.layer.value
+        head = 0 if self.rollout or self.head.value == MEAN_HEAD else self.head.value + 1
         return self.maps[0, layer, head]
 
     def _redraw(self, _change=None) -> None:
+        self.head.disabled = self.rollout  # rollout fuses the heads: there is no head to choose
         grid = self.current_grid
-        panels = [
+        shared = self.scale.value == "shared"
+        scale = self.shared[self.rollout] if shared else None
+        pictures = [
             self.image,
-            attention_overlay(self.image, grid, self.amplify.value),
-            blend(self.image, grid, opacity=self.opacity.value, cmap=self.cmap.value),
+            attention_overlay(self.image, grid, self.amplify.value, scale=scale),
+            blend(self.image, grid, opacity=self.opacity.value, cmap=self.cmap.value, scale=scale),
         ]
-        row = torch.cat(
-            [torch.nn.functional.interpolate(p[None], scale_factor=6, mode="nearest")[0] for p in panels], dim=2
+        for view, picture in zip(self.views, pictures):
+            view.value = _png(torch.nn.functional.interpolate(picture[None], scale_factor=6, mode="nearest")[0])
+        low, high = grid.min().item(), grid.max().item()
+        flat = not self.rollout and high - low < self.flat
+        where = ROLLOUT if self.rollout else f"layer {self.layer.value + 1}"
+        overlay = "overlay, shared scale" if shared else "classic overlay (min-max)"
+        self.titles[0].value = "<center>image</center>"
+        self.titles[1].value = f"<center>{overlay}{' <b>(flat)</b>' if flat else ''}</center>"
+        self.titles[2].value = f"<center>{where} in {self.cmap.value}</center>"
+        self.colorbar.value = _png(colormap_lut(self.cmap.value).T[:, None, :].expand(3, 10, 256).contiguous())
+        top = f"0 to {scale:.3f} (shared)" if shared else f"{low:.3f} to {high:.3f} (min-max)"
+        note = (
+            f"<br><b>flat</b>: the spread is below {self.flat:.4f}, a tenth of an even share; "
+            + ("the shared scale shows it even" if shared else "min-max stretches noise to full contrast")
+            if flat
+            else ""
         )
-        self.view.value = _png(row)
+        self.scale_text.value = (
+            f"<small>raw weight {low:.3f} to {high:.3f}, spread {high - low:.4f}; colour scale {top}{note}</small>"
+        )
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def with_article(noun: str) -> str:
@@ -242,6 +336,7 @@ def explorer_data(model: ViT, split: Split, indices: list[int]) -> dict:
         "layers": [str(i + 1) for i in range(depth)] + [ROLLOUT],
         "heads": ["mean"] + [str(h + 1) for h in range(heads)],
         "grid": model.config.grid_size,
+        "flat_threshold": flat_threshold(model.config.num_tokens),
         "colormaps": {name: (colormap_lut(name) * 255).round().int().tolist() for name in COLORMAPS},
         "images": [
             {
@@ -264,15 +359,17 @@ def static_explorer_html(
     seed: int = 0,
     indices: list[int] | None = None,
     weights_url: str | None = None,
+    inline_weights: bool = False,
     start_layer: int | None = None,
     start_image: int | None = None,
 ) -> str:
     """A self-contained HTML fragment (inline data, CSS and JavaScript; no network) exploring precomputed maps.
 
     With `weights_url` (where `vit_tutorial.browser.write_browser_weights` put the model's weights script,
-    relative to the page), the explorer also classifies the reader's own image in the browser with the
-    JavaScript port of the model. `start_layer` (0-based) is the layer it opens on, default the last;
-    `start_image` the image, as a position among the explorer's images, default the first.
+    relative to the page) or `inline_weights` (the weights in the fragment itself, 6.4 MB, for a running
+    notebook, where no such file is served), the explorer also classifies the reader's own image in the
+    browser with the JavaScript port of the model. `start_layer` (0-based) is the layer it opens on,
+    default the last; `start_image` the image, as a position among the explorer's images, default the first.
     """
     indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
     data = explorer_data(model, split, indices)
@@ -288,17 +385,21 @@ def static_explorer_html(
         data["start_image"] = start_image
     assets = resources.files("vit_tutorial").joinpath("explorer_assets")
     script = assets.joinpath("explorer.js").read_text()
-    if weights_url is not None:
-        from .browser import weights_digest
+    weights = ""
+    if weights_url is not None or inline_weights:
+        from .browser import browser_payload, weights_digest
 
         data["model"] = {"url": weights_url, "digest": weights_digest(model)}
         script = assets.joinpath("vit.js").read_text() + "\n" + script
+        if inline_weights:
+            carried = json.dumps(browser_payload(model), separators=(",", ":"))
+            weights = f"<script>window.vitTutorialWeights = window.vitTutorialWeights || {carried};</script>"
     style = assets.joinpath("explorer.css").read_text()
     root = f"vit-explorer-{uuid.uuid4().hex[:8]}"
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (
         f'<div id="{root}" class="vit-explorer"><style>{style}</style>'
-        f'<script type="application/json" class="vit-explorer-data">{payload}</script>'
+        f'<script type="application/json" class="vit-explorer-data">{payload}</script>{weights}'
         f"<script>{script}\nvitExplorer(document.getElementById({json.dumps(root)}));</script></div>"
     )
 

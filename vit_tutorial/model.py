@@ -141,13 +141,19 @@ class ViT(nn.Module):
             )
 
     def forward_features(
-        self, images: torch.Tensor, return_attention: bool = False
+        self, images: torch.Tensor, return_attention: bool = False, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, C, H, W) -> normalised tokens (B, num_tokens, dim) and, if asked, (B, depth, heads, n, n)."""
+        """(B, C, H, W) -> normalised tokens (B, 1 + patches, dim) and, if asked, (B, depth, heads, n, n).
+
+        `keep` (B, m) lists the patches to show, by index; the others are left out of the sequence, each
+        kept patch with its own position embedding (`vit_tutorial.faithfulness` hides patches so).
+        """
         self.check_input(images)
-        x = self.patch_embed(images)  # (b, n, d)
-        cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0])
-        x = self.dropout(torch.cat([cls, x], dim=1) + self.pos_embed)  # (b, 1 + n, d)
+        x = self.patch_embed(images) + self.pos_embed[:, 1:]  # (b, n, d): each patch where it sits
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))  # (b, m, d)
+        cls = repeat(self.cls_token + self.pos_embed[:, :1], "1 1 d -> b 1 d", b=x.shape[0])
+        x = self.dropout(torch.cat([cls, x], dim=1))  # (b, 1 + n, d)
         attentions = []
         for block in self.blocks:
             x, weights = block(x, return_attention)
@@ -156,11 +162,11 @@ class ViT(nn.Module):
         return self.norm(x), stacked
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Classify from the CLS token: (B, num_tokens, dim) -> (B, num_classes)."""
+        """Classify from the CLS token: (B, n, dim) -> (B, num_classes)."""
         return self.head(tokens[:, 0])
 
-    def forward(self, images: torch.Tensor, return_attention: bool = False):
-        tokens, attentions = self.forward_features(images, return_attention)
+    def forward(self, images: torch.Tensor, return_attention: bool = False, keep: torch.Tensor | None = None):
+        tokens, attentions = self.forward_features(images, return_attention, keep)
         logits = self.forward_head(tokens)
         return (logits, attentions) if return_attention else logits
 

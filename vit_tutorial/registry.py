@@ -80,7 +80,7 @@ def spec_for(config: Any) -> ModelSpec:
 
 def config_of(model: nn.Module) -> Any:
     """The config a model of the registry was built from (every one keeps it as `model.config`)."""
-    return model.__dict__["config"]
+    return getattr(model, "config")  # noqa: B009 (typed Any: nn.Module types unknown attributes as submodules)
 
 
 def architecture_of(model: nn.Module) -> str:

@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 import torch
 from matplotlib.figure import Figure
 
-from .attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
+from .attention import (
+    attention_overlay,
+    attention_rollout,
+    cls_attention,
+    flat_threshold,
+    map_spread,
+    overlay_steps,
+    shared_scale,
+)
 from .data import CLASSES, Split
 
 
@@ -263,8 +271,10 @@ def line_plot(
 # Attention pictures. `image` is (3, H, W) in [0, 1]; `attentions` is one image's (depth, heads, n, n).
 
 
-def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno") -> None:
-    ax.imshow(values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else values, cmap=cmap)
+def _map_panel(ax, values: torch.Tensor, title: str, cmap: str = "inferno", **imshow) -> None:
+    ax.imshow(
+        values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else values, cmap=cmap, **imshow
+    )
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
 
@@ -274,14 +284,42 @@ def _heatmap(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return overlay_steps(image, grid)["normalised"]
 
 
+FLAT_COLOUR = "#c77700"
+
+
+def _mark_spread(ax, grid: torch.Tensor, tokens: int, *, below: bool = True) -> bool:
+    """Write a map's spread under its panel; frame the panel and say "flat" where the spread is below
+    `attention.flat_threshold` (min-max has then stretched noise to full contrast). True when flat."""
+    from matplotlib.patches import Rectangle
+
+    spread = float(map_spread(grid))
+    flat = spread < flat_threshold(tokens)
+    text = f"spread {spread:.3f}" + (" flat" if flat else "")
+    ax.text(
+        0.5,
+        -0.04 if below else 1.02,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="top" if below else "bottom",
+        fontsize=6.5,
+        color=FLAT_COLOUR if flat else "#444",
+        weight="bold" if flat else "normal",
+    )
+    if flat:
+        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=2.5, ls="--", ec=FLAT_COLOUR))
+    return flat
+
+
 def attention_triptych(
     image: torch.Tensor, grid: torch.Tensor, *, amplify: float = 2.0, title: str = "", cmap: str = "inferno"
 ) -> Figure:
-    """Image | attention heatmap | overlay, for one (g, g) attention grid."""
+    """Image | attention heatmap | overlay, for one (y, x) attention grid; its spread written under the map."""
     figure = Figure(figsize=(7.5, 2.8), layout="constrained")
     axes = figure.subplots(1, 3)
     _map_panel(axes[0], to_display(image), "image")
     _map_panel(axes[1], _heatmap(image, grid), "attention (resized, min-max)", cmap)
+    _mark_spread(axes[1], grid, grid.numel() + 1)
     _map_panel(axes[2], to_display(attention_overlay(image, grid, amplify)), f"overlay (amplify {amplify:g})")
     figure.suptitle(title)
     return figure
@@ -299,6 +337,7 @@ def overlay_pipeline(image: torch.Tensor, attentions: torch.Tensor, *, layer: in
     for head in range(heads):
         _map_panel(rows[head], cls_attention(attentions, layer=layer, head=head), f"head {head + 1}")
     _map_panel(rows[heads], grid, "2. mean of heads")
+    _mark_spread(rows[heads], grid, attentions.shape[-1])
     top.suptitle("1. each head's CLS row on the 4x4 grid", fontsize=9)
     panels = bottom.subplots(1, 5)
     _map_panel(panels[0], steps["resized"], "3. resized")
@@ -318,55 +357,92 @@ def layers_figure(
     rollout: bool = True,
     ncols: int = 7,
 ) -> Figure:
-    """CLS attention in every layer, plus rollout: for each, the heatmap above its overlay, `ncols` to a row."""
-    depth = attentions.shape[0]
+    """CLS attention in every layer, plus rollout: for each, the heatmap above its overlay, `ncols` to a row;
+    each map's spread under it, and flat maps framed (`attention.flat_threshold`)."""
+    depth, tokens = attentions.shape[0], attentions.shape[-1]
     grids = [cls_attention(attentions, layer=i, head=head) for i in range(depth)]
     titles = [f"layer {i + 1}" for i in range(depth)]
     if rollout:
         grids.append(attention_rollout(attentions))
         titles.append("rollout")
     bands = -(-len(grids) // ncols)
-    figure = Figure(figsize=(1.0 * ncols, 2.15 * bands), layout="constrained")
+    figure = Figure(figsize=(1.0 * ncols, 2.35 * bands), layout="constrained")
     axes = figure.subplots(2 * bands, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for i, (grid, title) in enumerate(zip(grids, titles)):
         band, col = divmod(i, ncols)
         _map_panel(axes[2 * band, col], _heatmap(image, grid), title)
+        if title != "rollout":
+            _mark_spread(axes[2 * band + 1, col], grid, tokens)
         _map_panel(axes[2 * band + 1, col], to_display(attention_overlay(image, grid, amplify)), "")
     return figure
 
 
 def heads_figure(image: torch.Tensor, attentions: torch.Tensor, *, layer: int = -1, amplify: float = 2.0) -> Figure:
-    """Each head's CLS attention in one layer, and their mean (top: heatmaps, bottom: overlays)."""
-    heads = attentions.shape[1]
+    """Each head's CLS attention in one layer, and their mean (top: heatmaps, bottom: overlays, with each map's
+    spread; flat ones framed)."""
+    heads, tokens = attentions.shape[1], attentions.shape[-1]
     grids = [cls_attention(attentions, layer=layer, head=h) for h in range(heads)] + [
         cls_attention(attentions, layer=layer)
     ]
     titles = [f"head {h + 1}" for h in range(heads)] + ["mean"]
-    figure = Figure(figsize=(1.5 * len(grids), 3.2), layout="constrained")
+    figure = Figure(figsize=(1.5 * len(grids), 3.4), layout="constrained")
     axes = figure.subplots(2, len(grids), squeeze=False)
     for i, (grid, title) in enumerate(zip(grids, titles)):
         _map_panel(axes[0, i], _heatmap(image, grid), title)
         _map_panel(axes[1, i], to_display(attention_overlay(image, grid, amplify)), "")
+        _mark_spread(axes[1, i], grid, tokens)
     shown_layer = layer + 1 if layer >= 0 else attentions.shape[0] + layer + 1
     figure.suptitle(f"layer {shown_layer}", fontsize=9)
     return figure
 
 
+def minmax_and_shared(image: torch.Tensor, attentions: torch.Tensor, layers: Sequence[int], *, amplify: float = 2.0):
+    """What the min-max step does to a flat map: for each of `layers` (0-based), the overlay of the classic
+    recipe (every map stretched to full contrast) next to the same map on one scale shared by all of the
+    image's layers (0 to its largest patch weight), where a flat map stays flat."""
+    shared = shared_scale(attentions)
+    tokens = attentions.shape[-1]
+    figure = Figure(figsize=(1.45 * len(layers) + 1.3, 3.6), layout="constrained")
+    axes = figure.subplots(2, len(layers), squeeze=False)
+    for col, layer in enumerate(layers):
+        grid = cls_attention(attentions, layer=layer)
+        _map_panel(axes[0, col], to_display(attention_overlay(image, grid, amplify)), f"layer {layer + 1}")
+        _map_panel(axes[1, col], to_display(attention_overlay(image, grid, amplify, scale=shared)), "")
+        _mark_spread(axes[1, col], grid, tokens)
+    for row, name in enumerate(("min-max\n(classic)", "shared\nscale")):
+        axes[row, 0].set_axis_on()
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        for spine in axes[row, 0].spines.values():
+            spine.set_visible(False)
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    return figure
+
+
 def compare_maps(
-    images: torch.Tensor, grids: dict[str, torch.Tensor], *, titles: Sequence[str] | None = None, amplify: float = 2.0
+    images: torch.Tensor,
+    grids: dict[str, torch.Tensor],
+    *,
+    titles: Sequence[str] | None = None,
+    amplify: float = 2.0,
+    spreads: bool = True,
 ) -> Figure:
-    """One column per image: the image on top, then the overlay of each named (B, g, g) map.
+    """One column per image: the image on top, then the overlay of each named (B, y, x) map, with its spread
+    under it (flat maps framed) unless `spreads` is False. A map named "rollout..." gets no flat judgement:
+    its weights are not one layer's attention.
 
     For example the last layer against the rollout."""
     n = images.shape[0]
-    figure = Figure(figsize=(1.3 * n + 0.9, 1.45 * (1 + len(grids))), layout="constrained")
+    figure = Figure(figsize=(1.3 * n + 0.9, 1.6 * (1 + len(grids))), layout="constrained")
     axes = figure.subplots(1 + len(grids), n, squeeze=False)
     for col in range(n):
         _map_panel(axes[0, col], to_display(images[col]), titles[col] if titles else "")
-        for row, grid in enumerate(grids.values(), start=1):
+        for row, (name, grid) in enumerate(grids.items(), start=1):
             _map_panel(axes[row, col], to_display(attention_overlay(images[col], grid[col], amplify)), "")
+            if spreads and not name.startswith("rollout"):
+                _mark_spread(axes[row, col], grid[col], grid[col].numel() + 1)
     for row, name in enumerate(["image", *grids], start=0):
         axes[row, 0].set_axis_on()
         axes[row, 0].set_xticks([])

@@ -1,7 +1,9 @@
 // Static attention explorer: redraws precomputed CLS-attention maps in the browser, no kernel, no network.
-// The drawing follows vit_tutorial.attention.overlay_steps: bilinear resize (align_corners=False),
-// min-max normalisation (a flat map becomes all ones), image x map x amplify clipped to [0, 1].
-// With the in-browser model (vit.js and its weights script), it also classifies the reader's own image.
+// The drawing follows vit_tutorial.attention.overlay_steps: bilinear resize (align_corners=False), then
+// min-max normalisation (the classic recipe; a flat map becomes all ones) or one shared scale for all of an
+// image's maps (its largest patch weight), image x map x amplify clipped to [0, 1]. A map whose spread is
+// below data.flat_threshold is marked flat. With the in-browser model (vit.js and its weights), it also
+// classifies the reader's own image.
 function vitExplorer(root) {
   "use strict";
   const data = JSON.parse(root.querySelector(".vit-explorer-data").textContent);
@@ -26,6 +28,7 @@ function vitExplorer(root) {
     layer: select("layer", data.layers.map((l, i) => [String(i), l])),
     head: select("head", data.heads.map((h, i) => [String(i), h])),
     cmap: select("colormap", Object.keys(data.colormaps).map((c) => [c, c])),
+    scale: select("scale", [["minmax", "min-max (classic)"], ["shared", "shared by all maps"]]),
     amplify: el("input", { type: "range", min: "0.5", max: "5", step: "0.25", value: "2", "data-control": "amplify" }),
     opacity: el("input", { type: "range", min: "0", max: "1", step: "0.05", value: "0.5", "data-control": "opacity" }),
   };
@@ -42,7 +45,8 @@ function vitExplorer(root) {
   const opacityValue = el("output", { text: "0.5" });
   root.appendChild(el("div", { class: "controls" }, [
     labelled("class", controls.cls), labelled("prediction", controls.outcome), labelled("image", controls.image),
-    labelled("layer", controls.layer), labelled("head", controls.head), labelled("colormap", controls.cmap),
+    labelled("layer", controls.layer), labelled("head", controls.head), labelled("scale", controls.scale),
+    labelled("colormap", controls.cmap),
     labelled("amplify", controls.amplify, [amplifyValue]), labelled("opacity", controls.opacity, [opacityValue]),
   ]));
 
@@ -54,7 +58,10 @@ function vitExplorer(root) {
       labelled("your image", input),
       el("span", { class: "hint", text: "or drop or paste one here: the model runs in your browser" }),
     ]));
-    input.addEventListener("change", () => input.files.length && classifyFile(input.files[0]));
+    input.addEventListener("change", () => {
+      if (input.files.length) classifyFile(input.files[0]);
+      input.value = ""; // so that the same file again is a new change
+    });
     root.addEventListener("dragover", (event) => { event.preventDefault(); root.classList.add("dropping"); });
     root.addEventListener("dragleave", () => root.classList.remove("dropping"));
     root.addEventListener("drop", (event) => {
@@ -62,16 +69,19 @@ function vitExplorer(root) {
       root.classList.remove("dropping");
       if (event.dataTransfer.files.length) classifyFile(event.dataTransfer.files[0]);
     });
+    // a paste belongs to this explorer only while the pointer is over it or it has the focus
+    root.tabIndex = 0;
     document.addEventListener("paste", (event) => {
+      if (!root.matches(":hover") && !root.contains(document.activeElement)) return;
       const file = [...(event.clipboardData?.files || [])][0];
-      if (file) classifyFile(file);
+      if (file) { event.preventDefault(); classifyFile(file); }
     });
   }
   root.appendChild(status);
   root.appendChild(caption);
   root.appendChild(el("div", { class: "panels" }, [
     el("figure", {}, [canvases.image, el("figcaption", { text: "image" })]),
-    el("figure", {}, [canvases.overlay, el("figcaption", { text: "classic overlay" })]),
+    el("figure", { "data-panel": "overlay" }, [canvases.overlay, el("figcaption", { text: "classic overlay" })]),
     el("figure", {}, [canvases.blend, el("figcaption", { text: "map over image" }), colorbar, scale]),
     prediction,
   ]));
@@ -117,6 +127,7 @@ function vitExplorer(root) {
     return maps;
   }
 
+  let uploadCount = 0;
   async function classifyFile(file) {
     status.textContent = "Running the model in your browser…";
     status.className = "status";
@@ -133,9 +144,12 @@ function vitExplorer(root) {
       const rgb = new Float32Array(32 * 32 * 3);
       for (let p = 0; p < 32 * 32; p++) for (let c = 0; c < 3; c++) rgb[3 * p + c] = imageData.data[4 * p + c] / 255;
       const ranked = [...result.probabilities].map((p, c) => [c, p]).sort((a, b) => b[1] - a[1]).slice(0, 5);
-      uploads.unshift({ upload: true, name: file.name || "pasted image", rgb, label: -1, top5: ranked,
-                        maps: mapsFrom(result.attentions, result.shape) });
-      status.textContent = `Classified in ${Math.round(result.milliseconds)} ms by the model in this page` +
+      uploadCount += 1;
+      uploads.unshift({ upload: true, name: `${uploadCount}: ${file.name || "pasted image"}`, rgb, label: -1,
+                        top5: ranked, maps: mapsFrom(result.attentions, result.shape) });
+      const loaded = result.loadMilliseconds !== undefined
+        ? `loaded the model (${result.megabytes.toFixed(1)} MB of weights, once) in ${Math.round(result.loadMilliseconds)} ms, then ` : "";
+      status.textContent = `The model in this page ${loaded}classified it in ${Math.round(result.milliseconds)} ms` +
         (result.digest === data.model.digest ? "." : " (a different checkpoint from the precomputed maps).");
       refill("upload:0");
     } catch (error) {
@@ -186,6 +200,13 @@ function vitExplorer(root) {
     let lo = Infinity, hi = -Infinity;
     map.forEach((v) => { lo = Math.min(lo, v); hi = Math.max(hi, v); });
     return map.map((v) => (hi > lo ? (v - lo) / (hi - lo) : 1));
+  }
+
+  // One scale for all of an image's maps: its largest patch weight over every layer and head (the rollout,
+  // on a scale of its own, keeps its own largest weight), so a flat map looks flat.
+  function sharedScale(im, rollout) {
+    const maps = rollout ? [im.maps[rolloutLayer][0]] : im.maps.slice(0, rolloutLayer).flat();
+    return Math.max(...maps.map((m) => Math.max(...m)));
   }
 
   function paint(canvas, rgb) {
@@ -239,13 +260,20 @@ function vitExplorer(root) {
     opacityValue.textContent = controls.opacity.value;
     if (controls.image.value === "") {
       caption.textContent = "No image in this set matches the filters.";
+      Object.values(canvases).forEach((c) => c.getContext("2d").clearRect(0, 0, c.width, c.height));
+      prediction.replaceChildren();
+      scale.textContent = "";
+      root.classList.remove("flat");
       return;
     }
     const key = controls.image.value, im = entry(key);
     const rgb = await loadPixels(key, im);
     const head = rollout ? 0 : Number(controls.head.value);
     const raw = im.maps[layer][head];
-    const map = normalise(resizeBilinear(raw, 32));
+    const resized = resizeBilinear(raw, 32);
+    const shared = controls.scale.value === "shared";
+    const top = shared ? sharedScale(im, rollout) : 0;
+    const map = shared ? resized.map((v) => Math.min(v / top, 1)) : normalise(resized);
     const amplify = Number(controls.amplify.value), opacity = Number(controls.opacity.value);
     const lut = data.colormaps[controls.cmap.value];
     const overlay = new Float32Array(rgb.length), blended = new Float32Array(rgb.length);
@@ -260,9 +288,14 @@ function vitExplorer(root) {
     paint(canvases.overlay, overlay);
     paint(canvases.blend, blended);
     paintColorbar(lut);
-    const lo = Math.min(...raw), hi = Math.max(...raw);
-    const uniform = rollout ? "" : `; spread evenly, each patch would get ${(1 / (g * g + 1)).toFixed(3)}`;
-    scale.textContent = `raw weight ${lo.toFixed(3)} to ${hi.toFixed(3)}${uniform}`;
+    const lo = Math.min(...raw), hi = Math.max(...raw), spread = hi - lo;
+    const flat = !rollout && spread < data.flat_threshold;
+    root.classList.toggle("flat", flat);
+    const range = shared ? `colour scale 0 to ${top.toFixed(3)} (shared)` : `colour scale ${lo.toFixed(3)} to ${hi.toFixed(3)} (min-max)`;
+    const even = rollout ? "" : `; an even share is ${(1 / (g * g + 1)).toFixed(3)}`;
+    scale.textContent = `raw weight ${lo.toFixed(3)} to ${hi.toFixed(3)}, spread ${spread.toFixed(4)}${even}; ${range}` +
+      (flat ? `. Flat: the spread is below ${data.flat_threshold.toFixed(4)}, a tenth of an even share, ` +
+        (shared ? "and the shared scale shows it even." : "and min-max stretches what is noise to full contrast.") : "");
     const predicted = im.top5[0][0];
     const where = rollout ? "attention rollout (all layers, heads averaged)" :
       `layer ${data.layers[layer]}, ${head === 0 ? "mean of the heads" : "head " + data.heads[head]}`;
@@ -283,7 +316,7 @@ function vitExplorer(root) {
   }
 
   [controls.cls, controls.outcome].forEach((c) => c.addEventListener("change", () => refill()));
-  [controls.image, controls.layer, controls.head, controls.cmap].forEach((c) => c.addEventListener("change", render));
+  [controls.image, controls.layer, controls.head, controls.cmap, controls.scale].forEach((c) => c.addEventListener("change", render));
   [controls.amplify, controls.opacity].forEach((c) => c.addEventListener("input", render));
   refill(data.start_image === undefined ? undefined : String(data.start_image));
 }

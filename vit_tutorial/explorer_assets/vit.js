@@ -154,15 +154,24 @@
   }
 
   let loading = null;
-  // The weights script, injected once on first use; it sets window.vitTutorialWeights.
+  let loadTime = null; // how long the first load took: fetching the weights (unless inline) and decoding them
+  // The weights, from the page if it carries them, else the weights script, injected once on first use; it
+  // sets window.vitTutorialWeights.
   function loadModel(url) {
     if (loading) return loading;
+    const started = performance.now();
+    const decoded = (payload) => {
+      const model = decodeWeights(payload);
+      loadTime = { milliseconds: performance.now() - started, megabytes: payload.data.length / 1e6 };
+      return model;
+    };
     loading = new Promise((resolve, reject) => {
-      if (global.vitTutorialWeights) return resolve(decodeWeights(global.vitTutorialWeights));
+      if (global.vitTutorialWeights) return resolve(decoded(global.vitTutorialWeights));
+      if (!url) return reject(new Error("this page carries no weights and names no weights file"));
       const script = document.createElement("script");
       script.src = url;
       script.onload = () => global.vitTutorialWeights
-        ? resolve(decodeWeights(global.vitTutorialWeights))
+        ? resolve(decoded(global.vitTutorialWeights))
         : reject(new Error("the weights script defined no weights"));
       script.onerror = () => { loading = null; reject(new Error(`could not load the model's weights from ${url}`)); };
       document.head.appendChild(script);
@@ -185,8 +194,11 @@
         const started = performance.now();
         const result = forward(model, normalise(imageData));
         const n = (model.config.image_size / model.config.patch_size) ** 2 + 1;
+        const loaded = loadTime; // reported with the first classification only
+        loadTime = null;
         return { ...result, shape: [model.config.depth, model.config.heads, n, n], digest: model.digest,
-                 milliseconds: performance.now() - started };
+                 milliseconds: performance.now() - started,
+                 loadMilliseconds: loaded?.milliseconds, megabytes: loaded?.megabytes };
       });
     },
   };
