@@ -297,15 +297,17 @@ def test_a_paste_elsewhere_on_the_page_is_not_the_explorers(page, tmp_path):
     torch.manual_seed(0)
     model = ViT(TINY).eval()
     html = static_explorer_html(model, make_split(20), per_class=1, inline_weights=True)
-    page.set_content(
-        f"<!doctype html><html><body><textarea id=t></textarea><div style='height:900px'></div>{html}</body></html>"
-    )
+    spacer = "<textarea id=t></textarea><div style='height:900px'></div>"
+    page.set_content(f"<!doctype html><html><body>{spacer}{html}</body></html>")
     page.wait_for_selector(".vit-explorer[data-renders]")
     page.focus("#t")
     page.evaluate(
-        """() => { const data = new DataTransfer();
-                   data.items.add(new File([new Uint8Array([137, 80, 78, 71])], "x.png", {type: "image/png"}));
-                   document.querySelector("#t").dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true})); }"""
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array([137, 80, 78, 71])], "x.png", {type: "image/png"}));
+            const paste = new ClipboardEvent("paste", {clipboardData: data, bubbles: true});
+            document.querySelector("#t").dispatchEvent(paste);
+        }"""
     )
     page.wait_for_timeout(300)
     assert page.inner_text(".vit-explorer .status") == ""  # the paste went to the text box, not the explorer
