@@ -2,7 +2,7 @@
 """Set-up and checks with nothing but Python. `python3 dev.py COMMAND`:
 
     test                    everything CI runs: lint, types, the book build, unit tests and notebooks
-    lint                    ruff (lint and format check) and mypy on the package
+    lint                    ruff (lint and format check), mypy on the package, actionlint on the workflows
     unit [--fast] [ARGS]    the unit tests (--fast leaves out those marked slow); ARGS go to pytest
     notebooks [CHAPTER ...] every notebook (or the named ones) in quick mode, as CI runs them
     book                    the HTML book into _build/html, from the notebooks' stored outputs
@@ -57,6 +57,7 @@ def lint() -> None:
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
     sh(BIN / "mypy", "vit_tutorial")
+    sh(BIN / "actionlint", *sorted((ROOT / ".github" / "workflows").glob("*.yml")))
 
 
 def notebook_paths(chapters: list[str]) -> list[str]:

@@ -101,7 +101,7 @@ def test_grid_mistakes_are_named(tmp_path, text, message):
 def test_the_shipped_grids_are_valid():
     from pathlib import Path
 
-    grids = sorted((Path(__file__).parent.parent / "grids").glob("*.toml"))
+    grids = sorted((Path(__file__).parent.parent / "vit_tutorial" / "grids").glob("*.toml"))
     assert grids
     for grid in grids:
         recipes = load_grid(grid)

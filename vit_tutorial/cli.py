@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "settings) in worker processes, then write OUT/results.json, OUT/results.md and OUT/winner.pt. "
         "Re-running skips finished recipes and resumes interrupted ones; the test set is not used.",
     )
-    sweep.add_argument("grid", type=Path, metavar="GRID", help="the grid file, e.g. grids/gpu-first.toml")
+    sweep.add_argument(
+        "grid", type=Path, metavar="GRID", help="a grid file, or a shipped grid by name (gpu-first, gpu-third, ...)"
+    )
     sweep.add_argument("--out", type=Path, required=True, help="folder for the recipes' run folders and the results")
     sweep.add_argument(
         "--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)"

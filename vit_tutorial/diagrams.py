@@ -180,3 +180,146 @@ def attention_diagram(config: ViTConfig | None = None) -> Figure:
     _arrow(ax, (0, 9.35), (0, 10.05), f"{t}×{d}")
     ax.set_title("Multi-head self-attention", fontsize=10)
     return figure
+
+
+def patchify_diagram(config: ViTConfig | None = None) -> Figure:
+    """How `patchify` splits the axes: the image's height and width each become (grid, pixels), the two grid
+    axes move to the front, and each patch is flattened to one token."""
+    c = config or ViTConfig()
+    g, p = c.grid_size, c.patch_size
+    figure, ax = _canvas(7.0, 3.3, (0, 14), (0, 6.6))
+    cell = 0.5
+    # the image, one square per patch, with the rows of pixels of the first patch row marked
+    for row in range(g):
+        for col in range(g):
+            ax.add_patch(
+                FancyBboxPatch(
+                    (0.4 + col * cell * 2, 4.6 - row * cell * 2),
+                    cell * 2,
+                    cell * 2,
+                    boxstyle="square,pad=0",
+                    facecolor="#fde7c7" if row == 0 else "#e8eef7",
+                    edgecolor="#555",
+                )
+            )
+            ax.text(
+                0.4 + (col + 0.5) * cell * 2,
+                4.6 - (row - 0.5) * cell * 2,
+                str(row * g + col),
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
+    ax.text(2.4, 6.25, f"({c.in_channels}, {c.image_size}, {c.image_size}): c H W", ha="center", fontsize=9)
+    ax.text(2.4, 0.25, f"H = {g} rows y × {p} pixels p1\nW = {g} columns x × {p} pixels p2", ha="center", fontsize=8)
+    _arrow(ax, (4.8, 3.6), (6.2, 3.6), "")
+    ax.text(5.5, 4.0, "split", ha="center", fontsize=8)
+    ax.text(
+        7.9, 4.3, f"({c.in_channels}, {g}, {p}, {g}, {p})\nc  y  p1  x  p2", ha="center", fontsize=9, family="monospace"
+    )
+    _arrow(ax, (7.9, 3.5), (7.9, 2.6), "")
+    ax.text(8.1, 3.05, "grid axes first", ha="left", fontsize=8)
+    ax.text(
+        7.9, 2.0, f"({g}, {g}, {p}, {p}, {c.in_channels})\ny  x  p1  p2  c", ha="center", fontsize=9, family="monospace"
+    )
+    _arrow(ax, (9.7, 2.1), (10.7, 2.1), "")
+    ax.text(10.2, 2.45, "flatten", ha="center", fontsize=8)
+    for k in range(min(c.num_patches, 6)):
+        _box(ax, 12.4, 5.6 - k * 0.55, 2.6, 0.42, f"token {k}: {c.patch_dim} numbers", "linear", fontsize=7)
+    ax.text(
+        12.4,
+        2.0,
+        f"⋮\n{c.num_patches} tokens\n({c.num_patches}, {c.patch_dim}): n (p1 p2 c)",
+        ha="center",
+        va="center",
+        fontsize=8,
+    )
+    return figure
+
+
+def token_sequence_diagram(config: ViTConfig | None = None) -> Figure:
+    """What the encoder reads: the CLS token prepended to the projected patches, and one learned position
+    embedding added to each of the n tokens."""
+    c = config or ViTConfig()
+    shown = 6
+    figure, ax = _canvas(7.0, 2.9, (-0.6, shown + 2.2), (-0.2, 3.6))
+    labels = ["CLS"] + [f"patch {k}" for k in range(shown - 1)] + ["…"] + [f"patch {c.num_patches - 1}"]
+    for i, label in enumerate(labels):
+        x = i * 1.0
+        if label == "…":
+            ax.text(x, 1.7, "…", ha="center", va="center", fontsize=12)
+            continue
+        _box(ax, x, 2.9, 0.85, 0.45, label, "attention" if label == "CLS" else "linear", fontsize=7)
+        ax.text(x, 2.25, "+", ha="center", va="center", fontsize=11)
+        position = 0 if label == "CLS" else (c.num_tokens - 1 if i == len(labels) - 1 else i)
+        _box(ax, x, 1.6, 0.85, 0.45, f"pos {position}", "norm", fontsize=7)
+        _arrow(ax, (x, 1.35), (x, 0.75))
+    ax.text(
+        (len(labels) - 1) / 2,
+        0.35,
+        f"{c.num_tokens} tokens of {c.dim} features: ({c.num_tokens}, {c.dim})",
+        ha="center",
+        fontsize=9,
+    )
+    ax.text(-0.55, 2.9, "learned\nor projected", ha="right", va="center", fontsize=7)
+    ax.text(-0.55, 1.6, "learned,\none a token", ha="right", va="center", fontsize=7)
+    return figure
+
+
+def rollout_diagram(depth: int = 12) -> Figure:
+    """Attention rollout: each layer's head-averaged attention plus the identity (the residual path), rows
+    renormalised, multiplied from the first layer to the last; the CLS row of the product is the map."""
+    figure, ax = _canvas(7.0, 2.6, (-0.2, 10.8), (0, 3.6))
+    for x, layer in ((1.1, 1), (3.5, 2), (5.9, 3), (9.5, depth)):
+        _box(ax, x, 2.45, 2.1, 0.95, f"layer {layer}: Â{layer} =\nnorm(heads' mean + I)", "attention", fontsize=7)
+    for x in (2.3, 4.7):
+        ax.text(x, 2.45, "→", ha="center", va="center", fontsize=11)
+    ax.text(7.7, 2.45, "→ ··· →", ha="center", va="center", fontsize=10)
+    ax.text(5.3, 1.3, f"R = Â{depth} ··· Â2 Â1   (every row of every factor sums to 1)", ha="center", fontsize=9)
+    ax.text(
+        5.3,
+        0.5,
+        "the map: R[CLS, patches], how much of each patch flows into the final CLS token",
+        ha="center",
+        fontsize=8,
+    )
+    return figure
+
+
+def receptive_field_diagram() -> Figure:
+    """What one output of a layer can see: a 3x3 convolution sees its 9 neighbours, growing by 2 pixels a layer;
+    self-attention sees every token from the first layer on."""
+    figure = Figure(figsize=(7.0, 3.0), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for ax in (left, right):
+        ax.set_xlim(0, 8)
+        ax.set_ylim(0, 8)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+    for layer, colour in ((3, "#f6d5d5"), (2, "#fde7c7"), (1, "#e3f1e0")):
+        start = 4 - layer
+        left.add_patch(
+            FancyBboxPatch(
+                (start, start), 2 * layer, 2 * layer, boxstyle="square,pad=0", facecolor=colour, edgecolor="#555"
+            )
+        )
+        left.text(start + 0.1, start + 2 * layer - 0.45, f"{2 * layer + 1}×{2 * layer + 1} after {layer}", fontsize=7)
+    left.add_patch(FancyBboxPatch((3.6, 3.6), 0.8, 0.8, boxstyle="square,pad=0", facecolor="#4c72b0"))
+    left.set_title("3x3 convolutions: the view grows\nby two pixels a layer", fontsize=9)
+    for row in range(4):
+        for col in range(4):
+            right.add_patch(
+                FancyBboxPatch((col * 2, row * 2), 2, 2, boxstyle="square,pad=0", facecolor="#f6d5d5", edgecolor="#555")
+            )
+    right.add_patch(FancyBboxPatch((2, 4), 2, 2, boxstyle="square,pad=0", facecolor="#4c72b0", edgecolor="#555"))
+    for row in range(4):
+        for col in range(4):
+            if (row, col) != (2, 1):
+                right.annotate(
+                    "",
+                    xy=(col * 2 + 1, row * 2 + 1),
+                    xytext=(3, 5),
+                    arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.5},
+                )
+    right.set_title("self-attention: every patch sees\nevery other from layer 1", fontsize=9)
+    return figure

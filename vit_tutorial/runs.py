@@ -511,3 +511,8 @@ def write_sweep_record(record: dict[str, Any], name: str, folder: str | Path | N
 def load_sweep_record(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
     """A shipped sweep record (`<name>_sweep.json`), or None when there is none."""
     return _read_record(name, "sweep", folder)
+
+
+def load_benchmark(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
+    """Shipped results of `benchmarks/train_throughput.py` (`<name>_benchmark.json`), or None."""
+    return _read_record(name, "benchmark", folder)

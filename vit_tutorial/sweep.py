@@ -84,9 +84,20 @@ class Recipe:
         return cls(values["name"], values["model"], model_config, train_config, values["overrides"])
 
 
-def load_grid(path: str | os.PathLike) -> list[Recipe]:
-    """The recipes of a grid file, each fully configured; any mistake is one GridError naming file, recipe and key."""
-    path = Path(path)
+GRIDS = Path(__file__).parent / "grids"  # the grids the book ran or plans, shipped with the package
+
+
+def grid_path(grid: str | os.PathLike) -> Path:
+    """A grid file: `grid` itself, or the shipped grid of that name (`gpu-third` for grids/gpu-third.toml)."""
+    path = Path(grid)
+    shipped = GRIDS / f"{path.name}.toml"
+    return shipped if not path.exists() and path.suffix == "" and shipped.is_file() else path
+
+
+def load_grid(grid: str | os.PathLike) -> list[Recipe]:
+    """The recipes of a grid file (or of a shipped grid, by name), each fully configured; any mistake is one
+    GridError naming file, recipe and key."""
+    path = grid_path(grid)
     try:
         grid = _read_toml(path)
     except OSError as error:

@@ -109,39 +109,55 @@ def bar_chart(
 
 
 def patch_grid(image: torch.Tensor, patch_size: int) -> Figure:
-    """Left: the image with its patch grid and patch numbers. Right: the patches pulled apart."""
+    """Left: the image with its patch grid. Right: the patches pulled apart, in token order.
+
+    With up to 4x4 patches every patch is numbered; with more, numbers that small would be illegible in a
+    book's column, so the rows and columns are numbered on the axes (patch k = row * g + column) and only
+    the first row of patches is pulled apart."""
     picture = to_display(image)
     size = picture.shape[0]
     grid = size // patch_size
-    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    few = grid <= 4
+    figure = Figure(figsize=(9, 4.2) if few else (9, 4.6), layout="constrained")
     left, right = figure.subfigures(1, 2, width_ratios=[1, 1.1])  # type: ignore[misc]  # an array of two
     ax = left.subplots()
     ax.imshow(picture, extent=(0, size, size, 0))
     for k in range(1, grid):
-        ax.axhline(k * patch_size, color="white", lw=1.5)
-        ax.axvline(k * patch_size, color="white", lw=1.5)
-    for k in range(grid * grid):
-        row, col = divmod(k, grid)
-        ax.text(
-            (col + 0.5) * patch_size,
-            (row + 0.5) * patch_size,
-            str(k),
-            color="yellow",
-            ha="center",
-            va="center",
-            fontsize=max(6, 40 // grid),
-            weight="bold",
-        )
-    ax.set_title(f"{size}x{size} image, {grid}x{grid} patches of {patch_size}x{patch_size}")
-    ax.set_axis_off()
-    axes = right.subplots(grid, grid, squeeze=False)
-    for k, sub in enumerate(axes.flat):
+        ax.axhline(k * patch_size, color="white", lw=1.5 if few else 0.6)
+        ax.axvline(k * patch_size, color="white", lw=1.5 if few else 0.6)
+    if few:
+        for k in range(grid * grid):
+            row, col = divmod(k, grid)
+            ax.text(
+                (col + 0.5) * patch_size,
+                (row + 0.5) * patch_size,
+                str(k),
+                color="yellow",
+                ha="center",
+                va="center",
+                fontsize=14,
+                weight="bold",
+            )
+        ax.set_axis_off()
+    else:
+        every = 1 if grid <= 8 else 2
+        ticks = [(k + 0.5) * patch_size for k in range(0, grid, every)]
+        ax.set_xticks(ticks, [str(k) for k in range(0, grid, every)], fontsize=9)
+        ax.set_yticks(ticks, [str(k) for k in range(0, grid, every)], fontsize=9)
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    ax.set_title(f"{size}x{size} image, {grid}x{grid} patches of {patch_size}x{patch_size}", fontsize=10)
+    shown = grid * grid if few else grid
+    columns = grid if few else min(grid, 7)
+    rows = -(-shown // columns)
+    axes = right.subplots(rows, columns, squeeze=False)
+    for sub in axes.flat:
+        sub.set_axis_off()
+    for k, sub in enumerate(axes.flat[:shown]):
         row, col = divmod(k, grid)
         sub.imshow(picture[row * patch_size : (row + 1) * patch_size, col * patch_size : (col + 1) * patch_size])
-        sub.set_axis_off()
-        if grid <= 8:
-            sub.set_title(str(k), fontsize=7)
-    right.suptitle("the patches, in token order")
+        sub.set_title(str(k), fontsize=9)
+    right.suptitle("the patches, in token order" if few else f"row 0: patches 0 to {grid - 1}, in token order")
     return figure
 
 
@@ -232,9 +248,9 @@ def position_similarity(pos_embed: torch.Tensor, grid: int, *, title: str = "") 
             shown = axes[row, col].imshow(similarity[row, col].numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
-        axes[row, 0].set_ylabel(str(row + 1))
+        axes[row, 0].set_ylabel(str(row))
     for col in range(grid):
-        axes[-1, col].set_xlabel(str(col + 1))
+        axes[-1, col].set_xlabel(str(col))
     figure.colorbar(shown, ax=axes, shrink=0.6, label="cosine similarity")
     figure.suptitle(title)
     return figure
