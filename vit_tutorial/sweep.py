@@ -94,10 +94,10 @@ def grid_path(grid: str | os.PathLike) -> Path:
     return shipped if not path.exists() and path.suffix == "" and shipped.is_file() else path
 
 
-def load_grid(grid: str | os.PathLike) -> list[Recipe]:
+def load_grid(name: str | os.PathLike) -> list[Recipe]:
     """The recipes of a grid file (or of a shipped grid, by name), each fully configured; any mistake is one
     GridError naming file, recipe and key."""
-    path = grid_path(grid)
+    path = grid_path(name)
     try:
         grid = _read_toml(path)
     except OSError as error:
