@@ -83,16 +83,24 @@ from nbclient import NotebookClient
 
 path = sys.argv[1]
 notebook = nbformat.read(path, as_version=4)
-NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()
+client = NotebookClient(
+    notebook, timeout=7200, kernel_name="python3", store_widget_state=False, resources={"metadata": {"path": "notebooks"}}
+)
+client.execute()
+notebook.metadata.pop("widgets", None)  # the live widgets need a kernel: the book shows no widget state
 nbformat.write(notebook, path)
 """
 
 
 def execute(chapters: list[str]) -> None:
     """Run chapters top to bottom in full mode and store their outputs (all of them when none are named)."""
+    import time
+
     for path in notebook_paths(chapters):
         print(f"executing {path} in full mode", flush=True)
-        sh(PYTHON, "-c", EXECUTE, path, VIT_TUTORIAL_QUICK="0")
+        started = time.perf_counter()
+        sh(PYTHON, "-c", EXECUTE, path, VIT_TUTORIAL_QUICK="0", VIT_TUTORIAL_BOOK="1")
+        print(f"{path}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main() -> None:

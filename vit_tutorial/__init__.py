@@ -1,7 +1,7 @@
 """Vision Transformers from scratch on CIFAR-10: the package the tutorial book builds."""
 
 from ._version import __version__
-from .config import ResNetConfig, TrainConfig, ViTConfig, quick_mode
+from .config import ResNetConfig, TrainConfig, ViTConfig, building_book, quick_mode
 from .errors import CheckpointError, DataNotFoundError, ImageError, TrainingDivergedError, VitTutorialError
 from .model import ViT, count_parameters
 from .pretrained import load_pretrained, pretrained_available
@@ -19,6 +19,7 @@ __all__ = [
     "ViTConfig",
     "VitTutorialError",
     "__version__",
+    "building_book",
     "count_parameters",
     "load_pretrained",
     "pretrained_available",

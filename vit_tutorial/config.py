@@ -238,3 +238,10 @@ class TrainConfig(_Serialisable):
 def quick_mode() -> bool:
     """True when `VIT_TUTORIAL_QUICK` is set to 1: notebooks then use a small subset and few steps."""
     return os.environ.get("VIT_TUTORIAL_QUICK", "0").strip().lower() in ("1", "true", "yes")
+
+
+def building_book() -> bool:
+    """True when `VIT_TUTORIAL_BOOK` is 1: `python3 dev.py execute` sets it while it stores the outputs the book
+    shows, so that a chapter can point at files the book build writes (the explorer's weights) instead of
+    carrying them in the notebook."""
+    return os.environ.get("VIT_TUTORIAL_BOOK", "0").strip().lower() in ("1", "true", "yes")
