@@ -84,7 +84,11 @@ from nbclient import NotebookClient
 path = sys.argv[1]
 notebook = nbformat.read(path, as_version=4)
 client = NotebookClient(
-    notebook, timeout=7200, kernel_name="python3", store_widget_state=False, resources={"metadata": {"path": "notebooks"}}
+    notebook,
+    timeout=7200,
+    kernel_name="python3",
+    store_widget_state=False,
+    resources={"metadata": {"path": "notebooks"}},
 )
 client.execute()
 notebook.metadata.pop("widgets", None)  # the live widgets need a kernel: the book shows no widget state

@@ -13,10 +13,10 @@ shared machine slows both sides alike. What it measures, on any device:
 
 and on CUDA also eager against compiled (`train --compile`: `torch.compile`, the whole step one CUDA graph,
 the next epoch prepared on a side stream), at batch 256, 512 and 1024. It prints the hardware and writes
-JSON and a Markdown table (the README's tables are these).
+JSON and a Markdown table, after every comparison (the README includes the shipped CPU table).
 
-    python benchmarks/train_throughput.py --json benchmarks/results/cpu.json         # about 10 minutes on 2 cores
-    python benchmarks/train_throughput.py --json benchmarks/results/h200.json --parallel 8  # on a GPU
+    python benchmarks/train_throughput.py --json vit_tutorial/pretrained/cpu_benchmark.json  # 10 min, 2 cores
+    python benchmarks/train_throughput.py --json $OUT/benchmark.json --parallel 6            # on a GPU
 """
 
 from __future__ import annotations
@@ -216,11 +216,12 @@ def stacked(
 
         times[f"{recipes} stacked"] = steps
         counts[f"{recipes} stacked"] = recipes * runs[0].images_per_epoch
+        per_pass = runs[0].steps_per_epoch
     seconds = interleaved(times, repeats, device)
     single = counts["1 stacked"] / seconds["1 stacked"]
     for name, value in seconds.items():
         rate = counts[name] / value
-        rows.append(_row("stacked step, summed", name, batch, rate, 1000 * value, rate / single))
+        rows.append(_row("stacked step, summed", name, batch, rate, 1000 * value / per_pass, rate / single))
     return rows
 
 
@@ -240,7 +241,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"{results['hardware']}, torch {results['torch']}, {results['threads']} threads, {results['date']}",
         "",
-        "| what | form | batch | images/s | ms | speed vs. the first form |",
+        "| what | form | batch | images/s | ms per batch | speed vs. the first form |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in results["rows"]:
@@ -287,20 +288,20 @@ def main() -> None:
                 f" images/s {row['ms']:>9.2f} ms  {row['speed_ratio']:.2f}x",
                 flush=True,
             )
+        if args.json:  # after every comparison, so that a run stopped by a time limit keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            args.json.with_suffix(".md").write_text(markdown(results))
 
     add(number_formats(device, 256, args.repeats))
     add(augmentations(device, args.repeats))
-    batches = (256, 512, 1024) if cuda else (256,)
     precision = "bf16" if native_bf16(device) else "fp32"
-    for batch in batches:
+    add(stacked(device, 512 if cuda else 64, args.parallel, images, precision, cuda, max(2, args.repeats // 2)))
+    for batch in (512, 1024, 256) if cuda else (256,):
         add(epoch_and_step(device, batch, images, precision, compiled=False, repeats=max(2, args.repeats // 2)))
         if cuda:
             add(epoch_and_step(device, batch, images, precision, compiled=True, repeats=max(2, args.repeats // 2)))
-    add(stacked(device, 512 if cuda else 64, args.parallel, images, precision, cuda, max(2, args.repeats // 2)))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown(results))
         print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
 
 

@@ -119,3 +119,24 @@ def test_cls_spread_measures_how_uneven_the_cls_row_is():
     spread = cls_spread(peaked)
     assert spread[1] == pytest.approx(1.0) and spread[0] == 0 and spread[2] == 0
     assert torch.allclose(cls_spread(peaked[0]), spread)
+
+
+@pytest.mark.parametrize(("layer", "head"), [(0.5, None), (True, None), (0, 1.0), (0, -1)])
+def test_indices_that_are_not_whole_numbers_in_range_are_refused(layer, head):
+    with pytest.raises(ValueError, match=r"must be .*a whole number"):
+        cls_attention(torch.rand(1, 2, 2, 5, 5), layer=layer, head=head)
+
+
+def test_a_flat_map_is_below_the_threshold_and_the_shared_scale_keeps_it_flat():
+    from vit_tutorial.attention import flat_threshold, map_spread, overlay_steps, shared_scale
+
+    even = torch.full((1, 2, 4, 17, 17), 1 / 17)
+    sharp = even.clone()
+    sharp[0, 1, :, 0, 1:] = torch.linspace(0.0, 0.1, 16)
+    grids = cls_attention(sharp, 0), cls_attention(sharp, 1)
+    assert map_spread(grids[0]) < flat_threshold(17) < map_spread(grids[1])
+    image = torch.rand(3, 32, 32)
+    top = shared_scale(sharp[0])
+    minmax = overlay_steps(image, grids[0][0])["normalised"]
+    shared = overlay_steps(image, grids[0][0], scale=top)["normalised"]
+    assert minmax.min() == 1 and shared.std() < 1e-6 and shared.max() < 1  # min-max: all ones; shared: one level

@@ -165,3 +165,23 @@ def test_checkpoints_written_before_the_checksum_still_load(tmp_path):
     load_model(tmp_path / "old.pt")
     if PRETRAINED.is_file():
         load_pretrained()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p.update(train_config={"val_size": "5000"}),
+            r"training configuration is invalid .*val_size must be int",
+        ),
+        (lambda p: p.update(train_config={"seed": 1.5}), r"training configuration is invalid .*seed must be int"),
+        (lambda p: p["model"]["head.weight"].fill_(float("nan")), r"'head.weight' holds NaN or infinite values"),
+        (lambda p: p["model"]["head.bias"].fill_(float("inf")), r"'head.bias' holds NaN or infinite values"),
+    ],
+)
+def test_a_checkpoint_with_a_valid_checksum_but_bad_content_fails_early_in_one_line(tmp_path, change, message):
+    payload = {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()}
+    change(payload)
+    path = save_checkpoint(tmp_path / "m.pt", payload)  # the checksum is of the bad content: it matches
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)

@@ -198,3 +198,94 @@ def test_predict_works_with_every_registered_model(cli_workspace):
     predicted = run("predict", str(image), "--checkpoint", str(path), "--top-k", "2", env=env)
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.count(",") == 1
+
+
+def test_evaluate_never_destroys_what_it_did_not_write(cli_workspace):
+    root, env = cli_workspace
+    out = root / "runs" / "e"
+    assert run(*train_args(out), env=env).returncode == 0
+    checkpoint = (out / "best.pt").read_bytes()
+    stderr = one_clean_line(
+        run("evaluate", "--checkpoint", str(out / "best.pt"), "--metrics", str(out / "best.pt"), env=env)
+    )
+    assert "is not a metrics file; it is left alone" in stderr and (out / "best.pt").read_bytes() == checkpoint
+    own = json.loads((out / "metrics.json").read_text())
+    last = run("evaluate", "--checkpoint", str(out / "last.pt"), env=env)
+    assert last.returncode == 0, last.stderr
+    assert json.loads((out / "metrics.json").read_text()) == own  # the run's own metrics stay
+    scored = json.loads((out / "metrics-last.json").read_text())
+    assert scored["checkpoint"] == "last.pt" and "hardware" in scored and "best_epoch" in scored
+    assert own["best_epoch"] >= 1 and "hardware" in own
+    subset = run("evaluate", "--checkpoint", str(out / "best.pt"), "--subset", "80", env=env)
+    assert subset.returncode == 0 and (out / "metrics-subset-10.json").is_file()  # 10 test images exist
+    assert json.loads((out / "metrics-subset-10.json").read_text())["num_images"] == 10
+    assert run(*train_args(out, "--overwrite"), env=env).returncode == 0
+    assert not list(out.glob("metrics-*.json"))  # the old model's metrics went with it
+
+
+def test_mistakes_on_the_command_line_are_one_line_with_a_hint(cli_workspace):
+    root, env = cli_workspace
+    stderr = one_clean_line(run("train", "--epochs", "many", env=env))
+    assert "invalid int value: 'many'" in stderr and "see `vit-tutorial train --help`" in stderr
+    assert "usage:" not in stderr
+    stderr = one_clean_line(run("train", "--lr", "inf", "--out", str(root / "x"), env=env))
+    assert "TrainConfig.lr must be a finite number" in stderr
+    stderr = one_clean_line(run("train", "--seed", str(2**64), "--out", str(root / "x"), env=env))
+    assert "seed must be at most" in stderr
+    debug = {**env, "VIT_TUTORIAL_DEBUG": "0"}  # 0 means off
+    assert "Traceback" not in run("train", "--heads", "3", "--out", str(root / "x"), env=debug).stderr
+    debug["VIT_TUTORIAL_DEBUG"] = "1"
+    assert "Traceback" in run("train", "--heads", "3", "--out", str(root / "x"), env=debug).stderr
+
+
+def test_every_option_of_every_config_has_its_help():
+    import dataclasses
+
+    from vit_tutorial.config import FineTuneConfig, TrainConfig, ViTConfig, help_of
+
+    for cls in (ViTConfig, TrainConfig, FineTuneConfig):
+        for field in dataclasses.fields(cls):
+            assert help_of(field), f"{cls.__name__}.{field.name} has no help"
+    # the option listings, below the usage block (which names every flag too, wrapped to the terminal's width)
+    text = "".join(run(command, "--help").stdout.split("options:", 1)[1] for command in ("train", "finetune"))
+    for flag, words in (
+        ("--ema", "moving average"),
+        ("--trainable-blocks", "train the last N"),
+        ("--qk-decay", "query"),
+    ):
+        assert words in text.split(flag, 1)[1][:400], flag
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_the_command_is_still_starting_is_one_line(cli_workspace, name, code):
+    """Importing torch takes seconds; a signal in that time ends the command at once, with one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, env = cli_workspace
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vit_tutorial", *train_args(root / "run")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)  # inside `import torch`, long before the command's own handlers
+    process.send_signal(getattr(signal, name))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, (process.returncode, stderr)
+    assert stderr.strip().splitlines() == [
+        f"vit-tutorial: stopped by {'Ctrl-C' if code == 130 else name} while starting; nothing was written"
+    ]
+    assert not (root / "run").exists()
+
+
+def test_importing_the_package_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, vit_tutorial; print('torch' in sys.modules); vit_tutorial.ViT; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +165,77 @@ def test_a_damaged_decoded_cache_is_rebuilt(tmp_path, monkeypatch, damage):
     assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
     with np.load(cache) as stored:  # and the cache is sound again
         assert stored["images"].shape == (20, 32, 32, 3)
+
+
+def test_an_image_edited_in_place_is_read_again_and_changes_the_fingerprint(image_folder):
+    import os
+    import time
+
+    from PIL import Image
+
+    first = load_cifar10(image_folder, val_size=6)
+    edited = image_folder / "test" / "cat" / "0000.png"
+    stat = edited.stat()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(edited)  # same name, new pixels
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    time.sleep(0.01)
+    again = load_cifar10(image_folder, val_size=6)
+    cat = CLASSES_INDEX["cat"]
+    assert again.test.images[cat, :, 0, 0].tolist() == [1, 2, 3]
+    assert again.provenance["fingerprint"] != first.provenance["fingerprint"]
+    assert again.provenance["test_fingerprint"] != first.provenance["test_fingerprint"]
+
+
+CLASSES_INDEX = {name: i for i, name in enumerate(__import__("vit_tutorial").data.CLASSES)}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda root: (root / "train" / "llama").mkdir(), r"holds \['llama'\], which are not CIFAR-10 classes"),
+        (lambda root: (root / "train" / "cat" / "more").mkdir(), r"cat/more is a folder inside a class folder"),
+        (
+            lambda root: [p.unlink() for p in (root / "train" / "frog").iterdir()],
+            r"frog holds no images",
+        ),
+    ],
+)
+def test_a_folder_that_would_give_wrong_data_is_refused(image_folder, change, message):
+    from vit_tutorial.errors import DataError
+
+    change(image_folder)
+    with pytest.raises(DataError, match=message):
+        load_cifar10(image_folder, val_size=6)
+
+
+def test_file_names_and_roots_that_are_not_utf8_load_and_print(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", str(tmp_path / "cache"))
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/donn\xe9es"))  # Latin-1 bytes, not UTF-8
+    write_image_folder(root, per_class=2)
+    odd = root / "train" / "cat" / os.fsdecode(b"ch\xe4t.png")
+    (root / "train" / "cat" / "0000.png").rename(odd)
+    data = load_cifar10(root, val_size=2)
+    assert len(data.train) + len(data.val) == 20
+    data.provenance["root"].encode("utf-8")  # storable and printable: no lone surrogates
+    odd.write_bytes(b"not an image")
+    with pytest.raises(VitTutorialError) as error:
+        load_cifar10(root, val_size=2)
+    str(error.value).encode("utf-8")
+
+
+def test_evaluation_needs_only_the_test_folder(image_folder):
+    import shutil
+
+    shutil.rmtree(image_folder / "train")
+    data = load_cifar10(image_folder, test_only=True)
+    assert len(data.test) == 10 and len(data.train) == 0 and "test_fingerprint" in data.provenance
+
+
+def test_subset_sizes_are_the_sizes_drawn_and_nonsense_is_refused(image_folder):
+    data = load_cifar10(image_folder, val_size=6)
+    small = data.subset(10, 5, 16)
+    assert small.provenance["subset"]["test"] == 10  # only 10 test images exist
+    with pytest.raises(ValueError, match="whole number of images >= 0"):
+        data.train.subset(-1)

@@ -81,8 +81,10 @@ def test_a_photo_is_turned_upright_as_its_exif_says(tmp_path):
     assert image[2, 2, 16] > 0.8 and image[0, 29, 16] > 0.8
 
 
-def test_a_32_bit_greyscale_image_is_scaled_by_its_range(tmp_path):
-    values = np.full((40, 40), 2**31 - 1, dtype=np.int32)  # half of the unsigned 32-bit range
+@pytest.mark.parametrize(("value", "grey"), [(2**31 - 1, 255), (2**30, 128), (70_000, 0)])
+def test_a_32_bit_greyscale_image_is_scaled_by_its_signed_range(tmp_path, value, grey):
+    """Pillow's "I" is signed 32-bit: its largest value is white, half of it mid-grey."""
+    values = np.full((40, 40), value, dtype=np.int32)
     Image.fromarray(values, mode="I").save(tmp_path / "grey32.tif")
     image = load_image(tmp_path / "grey32.tif")
-    assert torch.allclose(image, torch.full_like(image, 128 / 255), atol=1 / 255)
+    assert torch.allclose(image, torch.full_like(image, grey / 255), atol=1 / 255)

@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from vit_tutorial import ViT, ViTConfig, count_parameters
 from vit_tutorial.model import Attention, Block, PatchEmbedding
 
+from .conftest import TINY
+
 
 def test_default_model_has_the_pinned_parameter_count():
     assert count_parameters(ViT()) == 2_407_818
@@ -95,3 +97,19 @@ def test_loading_the_small_vit_does_not_import_the_vit_b_16_code():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_images_of_the_wrong_type_are_explained():
+    model = ViT(TINY)
+    with pytest.raises(ValueError, match=r"normalised float images, got torch.uint8; .*normalize"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"got float64; use images.float\(\)"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.float64))
+
+
+def test_the_browser_runs_only_the_books_vit(tmp_path):
+    from vit_tutorial import ResNet
+    from vit_tutorial.browser import write_browser_weights
+
+    with pytest.raises(TypeError, match="the browser runs the book's ViT"):
+        write_browser_weights(ResNet(), tmp_path / "w.js")

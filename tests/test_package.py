@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from sync_links import INSTALL_TAG, PROSE, book_url, install_cell_source  # noqa: E402
+from sync_links import INCLUDE, INSTALL_TAG, PROSE, book_url, install_cell_source, with_includes  # noqa: E402
 
 from vit_tutorial._version import HOME, __version__  # noqa: E402
 
@@ -47,6 +47,13 @@ def test_one_home_everywhere_and_every_chapter_installs_this_version():
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         assert INSTALL_TAG in cells[0]["metadata"].get("tags", []), path.name
         assert "".join(cells[0]["source"]) == install_cell_source(__version__), path.name
+
+
+def test_the_readme_shows_the_shipped_benchmark_tables():
+    readme = (ROOT / "README.md").read_text()
+    included = [m.group(2) for m in INCLUDE.finditer(readme)]
+    assert "vit_tutorial/pretrained/cpu_benchmark.md" in included
+    assert with_includes(readme) == readme, "run python tools/sync_links.py"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +143,7 @@ def test_every_chapter_runs_alone_from_the_wheel(wheel, tmp_path, capsys):
         assert result.returncode == 0, (chapter.name, result.stderr[-3000:])
         first = json.loads(copy.read_text())["cells"]
         outputs = next(c for c in first if c["cell_type"] == "code")["outputs"]
-        said = "".join(o.get("text", "") for o in outputs)
+        said = "".join("".join(o.get("text", "")) for o in outputs)  # nbformat stores text as a list of lines
         if chapter.stem.startswith("01"):
             assert f"installed vit-tutorial {__version__}" in said  # the first chapter found no package
     with capsys.disabled():

@@ -163,6 +163,24 @@ def test_a_second_writer_is_refused_while_a_run_trains_and_sigterm_ends_it_as_ct
     assert again.returncode == 130
 
 
+@pytest.mark.slow
+def test_sighup_from_a_closing_terminal_ends_a_run_as_sigterm_does(cli_workspace):
+    import signal
+
+    root, env = cli_workspace
+    out = root / "runs" / "hup"
+    process = _start(train_args(out, "--epochs", "100000", "--patience", "0"), env)
+    try:
+        _wait_for(lambda: (out / "last.pt").is_file())
+        process.send_signal(signal.SIGHUP)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 129, stderr
+    assert stderr.strip().splitlines()[-1].startswith("vit-tutorial train: interrupted; finished epochs are saved")
+    assert load_checkpoint(out / "last.pt")["epochs_run"] >= 1 and not list(out.glob("*.partial"))
+
+
 def test_a_killed_run_never_blocks_the_next(fake_data, quick_train_config, tmp_path):
     """The lock is the kernel's (flock), not a file's existence: a lock file left behind by a process that
     died is no lock."""

@@ -185,7 +185,7 @@ def test_the_workers_never_outlive_the_sweep(cli_workspace, signal_name):
         second = run("sweep", str(root / "grid.toml"), "--out", str(out), env=env)
         assert second.returncode == 2 and f"in use by process {parent.pid}" in second.stderr
         parent.send_signal(getattr(signal, signal_name))
-        parent.communicate(timeout=120)
+        _, stderr = parent.communicate(timeout=120)
         deadline = time.monotonic() + 60
         while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -194,7 +194,13 @@ def test_the_workers_never_outlive_the_sweep(cli_workspace, signal_name):
         parent.kill()
     assert (out / "a" / "last.pt").is_file()  # finished epochs kept
     if signal_name == "SIGTERM":
-        assert parent.returncode != 0
+        assert parent.returncode == 143
+        assert "results.md shows how far" in stderr, stderr
+        table = (out / "results.md").read_text()  # a stopped sweep still reports how far each recipe got
+        assert "(unfinished)" in table and "so far" in table, table
+        rows = {row["recipe"]: row for row in json.loads((out / "results.json").read_text())["recipes"]}
+        assert rows["a"]["status"] == "unfinished" and rows["a"]["epochs_run"] >= 1
+        assert not (out / "winner.pt").exists()  # an unfinished recipe is never the winner
 
 
 def test_sweep_bookkeeping_refuses_what_would_mislead(tmp_path, cli_workspace):

@@ -1,11 +1,15 @@
-"""Write the project's home and version (vit_tutorial/_version.py) everywhere they appear.
+"""Write the project's home and version (vit_tutorial/_version.py) everywhere they appear, and the shipped
+tables into the README.
 
     python tools/sync_links.py          # after editing HOME or __version__: the one edit publishing needs
+                                        # (and after a new benchmark: it copies the shipped table)
 
 Rewrites the repository URL in _config.yml, pyproject.toml's [project.urls], the README and the book's pages
 (replacing whatever URL _config.yml named before), and the first cell of every chapter: the cell that
 installs the package, at this version, where a notebook runs outside the checkout (Colab, Binder, a
-notebook downloaded on its own). `tests/test_package.py` fails when any of them has drifted.
+notebook downloaded on its own). A README block between `<!-- include: PATH -->` and `<!-- /include -->` is
+replaced with the file at PATH (the shipped benchmark tables). `tests/test_package.py` fails when any of them
+has drifted.
 """
 
 from __future__ import annotations
@@ -56,6 +60,24 @@ def sync_prose(old: str) -> list[str]:
     return changed
 
 
+INCLUDE = re.compile(r"(<!-- include: (\S+) -->\n)(.*?)(<!-- /include -->)", re.S)
+
+
+def with_includes(text: str) -> str:
+    """`text` with every include block holding the current content of the file it names."""
+    return INCLUDE.sub(lambda m: m.group(1) + (ROOT / m.group(2)).read_text() + m.group(4), text)
+
+
+def sync_includes() -> list[str]:
+    path = ROOT / "README.md"
+    text = path.read_text()
+    new = with_includes(text)
+    if new == text:
+        return []
+    path.write_text(new)
+    return ["README.md (included tables)"]
+
+
 def book_url() -> str:
     """Where GitHub Pages publishes the book of the repository at HOME."""
     owner, repository = HOME.removeprefix("https://github.com/").split("/")[:2]
@@ -98,7 +120,7 @@ def sync_notebooks() -> list[str]:
 
 
 def main() -> None:
-    changed = sync_prose(current_home()) + sync_notebooks()
+    changed = sync_prose(current_home()) + sync_notebooks() + sync_includes()
     print("updated: " + ", ".join(changed) if changed else f"everything names {HOME} and version {__version__}")
 
 

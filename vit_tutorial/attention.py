@@ -212,7 +212,9 @@ def overlay_steps(
     if scale is None:
         low = resized.amin(dim=(1, 2), keepdim=True)
         span = resized.amax(dim=(1, 2), keepdim=True) - low
-        normalised = torch.where(span > 0, (resized - low) / span.clamp_min(1e-12), torch.ones_like(resized))
+        # a constant map stays constant: the resize leaves rounding noise (a few ulps) that min-max would stretch
+        varies = span > 1e-6 * resized.abs().amax(dim=(1, 2), keepdim=True)
+        normalised = torch.where(varies, (resized - low) / span.clamp_min(1e-12), torch.ones_like(resized))
     else:
         top = torch.as_tensor(scale, dtype=resized.dtype).reshape(-1, 1, 1)
         normalised = (resized / top.clamp_min(1e-12)).clamp(0, 1)

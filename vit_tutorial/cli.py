@@ -391,23 +391,34 @@ def debugging() -> bool:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that it ends a run as Ctrl-C does (exit status 143)."""
+    """SIGTERM or SIGHUP, raised where the process is, so that it ends a run as Ctrl-C does; `exit_code` is what a
+    shell reports for the signal (143 for SIGTERM, 129 for SIGHUP)."""
 
-    exit_code = 143
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+# what `kill`, a scheduler (SIGTERM) or a closing terminal (SIGHUP) sends; Windows has neither SIGHUP nor its kind
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def terminate_as_interrupt() -> None:
-    """Make SIGTERM (what `kill`, a scheduler or a closing terminal sends) end the command as Ctrl-C does:
-    finished epochs kept, no half-written file, one line saying how to go on."""
+    """Make SIGTERM (what `kill` or a scheduler sends) and SIGHUP (a closing terminal) end the command as Ctrl-C
+    does: finished epochs kept, no half-written file, one line saying how to go on. Ctrl-C raises
+    KeyboardInterrupt again (the entry point in `__main__` stops at once while the imports run)."""
 
     def handler(signum, frame):
-        raise Terminated
+        raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _one_line(error: BaseException) -> tuple[str, int]:
-    """What to print for a failure, and the exit status: 2 for bad input, 130 for Ctrl-C (143 for SIGTERM),
+    """What to print for a failure, and the exit status: 2 for bad input, 130 for Ctrl-C (143 for SIGTERM, 129 for
+    SIGHUP),
     1 for anything unforeseen."""
     if isinstance(error, Interrupted):
         return first_line(error), error.exit_code

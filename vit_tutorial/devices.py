@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -51,9 +52,23 @@ def _mps_available() -> bool:
 
 
 def describe_hardware(device: torch.device) -> str:
+    """What a record says ran it: the GPU's name, or the CPU's model, cores and whether it has bfloat16."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores ({device.type})"
+    if device.type != "cpu":
+        return f"{platform.machine()} machine ({device.type})"
+    bf16 = "native bfloat16" if native_bf16(device) else "no native bfloat16"
+    return f"{_cpu_model()}, {os.cpu_count()} cores, {bf16} (cpu)"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or f"{platform.machine()} CPU"
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -66,7 +66,7 @@ class RunInUseError(VitTutorialError):
 
 
 class Interrupted(VitTutorialError):
-    """Ctrl-C or SIGTERM ended the command; `exit_code` is 130 or 143, as a shell reports them."""
+    """Ctrl-C, SIGTERM or SIGHUP ended the command; `exit_code` is 130, 143 or 129, as a shell reports them."""
 
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)

@@ -72,9 +72,10 @@ def as_rgb(image):
     if image.mode in HIGH_BIT_DEPTH:
         values = np.asarray(image, dtype=np.float64)
         if image.mode != "F":
-            # Pillow holds 16-bit samples in 32-bit "I" images too: values beyond 16 bits mean a 32-bit image
+            # Pillow holds 16-bit samples in 32-bit "I" images too: values beyond 16 bits mean a 32-bit image,
+            # whose samples are signed (Pillow's "I"), so white is 2**31 - 1
             full = values.size and np.nanmax(values) > 65535
-            scale = 255.0 / (2.0**32 - 1 if full else 65535.0)
+            scale = 255.0 / (2.0**31 - 1 if full else 65535.0)
         elif values.size and np.nanmax(values) <= 1.0:
             scale = 255.0  # floats in [0, 1]
         else:

@@ -304,7 +304,7 @@ def train_run(
 
 
 def exit_code(stop: BaseException) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM (see `cli.terminate_as_interrupt`)."""
+    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP (see `cli.terminate_as_interrupt`)."""
     return getattr(stop, "exit_code", 130)
 
 
@@ -446,13 +446,15 @@ def write_run_record(record: dict[str, Any], name: str, folder: str | Path | Non
 
 
 def load_run_record(name: str, folder: str | Path | None = None) -> FinishedRun | None:
-    """A shipped run record (`<name>_run.json`) as a `FinishedRun` without a model, or None when there is none."""
+    """A shipped run record (`<name>_run.json`) as a `FinishedRun` without a model, or None when there is none.
+    (The record of a run still in progress has no test predictions.)"""
     values = _read_record(name, "run", folder)
     if values is None:
         return None
     try:
         record = RunRecord.from_dict(values)
-        predictions = torch.tensor([int(c) for c in values["test_predictions"]])
+        shipped = values.get("test_predictions")  # a run in progress ships no test predictions
+        predictions = torch.tensor([int(c) for c in shipped]) if shipped is not None else None
     except (ValueError, TypeError, KeyError) as error:
         path = _record_path(name, "run", folder)
         raise CheckpointError(

@@ -206,9 +206,11 @@ def run_sweep(
         for recipe in recipes:
             if recipe not in pending:
                 log(f"{recipe.name}: finished earlier, skipped")
-        _train_all(_groups(pending, stack), out, parallel, options, log)
-        rows = collect_results(recipes, out)
-        write_results(rows, out)
+        try:
+            _train_all(_groups(pending, stack), out, parallel, options, log)
+        finally:  # an interrupted sweep still reports what finished, and how far the others got
+            rows = collect_results(recipes, out)
+            write_results(rows, out)
     return rows
 
 
@@ -270,9 +272,11 @@ def _train_all(groups: list[list[Recipe]], out: Path, parallel: int, options: Sw
                     first = label.split("+")[0]
                     status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / first / LOG)}"
                     log(f"{label}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
-    except KeyboardInterrupt:
-        raise VitTutorialError(
-            f"interrupted; finished epochs are kept in {shown(out)}/NAME/last.pt: run the same sweep again to resume"
+    except KeyboardInterrupt as error:
+        raise Interrupted(
+            f"interrupted; {shown(out)}/results.md shows how far each recipe got and NAME/last.pt keeps its finished "
+            "epochs: run the same sweep again to resume",
+            getattr(error, "exit_code", 130),
         ) from None
     finally:
         _stop(running)
@@ -370,7 +374,8 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
-    """One row per recipe, finished ones by validation accuracy (best first), failed ones last."""
+    """One row per recipe: finished ones by validation accuracy (best first), then the unfinished ones (stopped
+    before their last epoch, resumable: how far they got), then the failed ones."""
     from .checkpoint import load_checkpoint
     from .record import RunRecord
 
@@ -380,7 +385,7 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"recipe": recipe.name, **recipe.to_dict(), "folder": str(folder)}
         del row["name"]
         if not (folder / "best.pt").is_file():
-            row.update(status="failed", error=_last_line(folder / LOG))
+            row.update(_unfinished(folder, recipe) or {"status": "failed", "error": _last_line(folder / LOG)})
             rows.append(row)
             continue
         try:
@@ -411,7 +416,31 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
             history=best.history,
         )
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["status"] != "finished", -r.get("best_val_accuracy", 0.0)))
+    order = {"finished": 0, "unfinished": 1, "failed": 2}
+    return sorted(rows, key=lambda r: (order[r["status"]], -r.get("best_val_accuracy", 0.0)))
+
+
+def _unfinished(folder: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """How far an interrupted recipe got (from its last.pt), or None when it has no readable last.pt of this
+    recipe."""
+    from .checkpoint import load_checkpoint
+    from .record import RunRecord
+
+    try:
+        last = RunRecord.from_dict(load_checkpoint(folder / "last.pt"))
+    except (OSError, CheckpointError, ValueError, TypeError, KeyError):
+        return None
+    if last.train_config != recipe.train_config or last.model_config != recipe.model_config or not last.history:
+        return None
+    return {
+        "status": "unfinished",
+        "best_val_accuracy": last.best_val_accuracy,
+        "best_epoch": last.best_epoch,
+        "epochs_run": last.epochs_run,
+        "wall_seconds": last.wall_seconds,
+        "error": f"stopped after epoch {last.epochs_run} of {recipe.train_config.epochs}; run the sweep again "
+        "to resume",
+    }
 
 
 def _duration(seconds: float) -> str:
@@ -433,6 +462,12 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
                 f"| {rank} | {row['recipe']} | {row['best_val_accuracy']:.4f} | {row['best_epoch']} | "
                 f"{row['epochs_run']} | "
                 f"{_duration(row['wall_seconds'])} | {row['images_per_second']:,.0f} | {settings} |"
+            )
+        elif row["status"] == "unfinished":
+            lines.append(
+                f"| {rank} | {row['recipe']} | {row['best_val_accuracy']:.4f} so far | {row['best_epoch']} | "
+                f"{row['epochs_run']} of {row['train_config']['epochs']} (unfinished) | "
+                f"{_duration(row['wall_seconds'])} | | {settings} |"
             )
         else:
             lines.append(

@@ -427,13 +427,7 @@ def minmax_and_shared(image: torch.Tensor, attentions: torch.Tensor, layers: Seq
         _map_panel(axes[0, col], to_display(attention_overlay(image, grid, amplify)), f"layer {layer + 1}")
         _map_panel(axes[1, col], to_display(attention_overlay(image, grid, amplify, scale=shared)), "")
         _mark_spread(axes[1, col], grid, tokens)
-    for row, name in enumerate(("min-max\n(classic)", "shared\nscale")):
-        axes[row, 0].set_axis_on()
-        axes[row, 0].set_xticks([])
-        axes[row, 0].set_yticks([])
-        for spine in axes[row, 0].spines.values():
-            spine.set_visible(False)
-        axes[row, 0].set_ylabel(name, fontsize=8)
+    _label_rows(axes, ("min-max\n(classic)", "shared\nscale"))
     return figure
 
 
@@ -459,14 +453,19 @@ def compare_maps(
             _map_panel(axes[row, col], to_display(attention_overlay(images[col], grid[col], amplify)), "")
             if spreads and not name.startswith("rollout"):
                 _mark_spread(axes[row, col], grid[col], grid[col].numel() + 1)
-    for row, name in enumerate(["image", *grids], start=0):
+    _label_rows(axes, ["image", *grids])
+    return figure
+
+
+def _label_rows(axes, names: Sequence[str]) -> None:
+    """Name each row of a grid of pictures on its left, without showing the first column's axes."""
+    for row, name in enumerate(names):
         axes[row, 0].set_axis_on()
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
         for spine in axes[row, 0].spines.values():
             spine.set_visible(False)
         axes[row, 0].set_ylabel(name, fontsize=8)
-    return figure
 
 
 def attention_gif(

@@ -199,7 +199,9 @@ function vitExplorer(root) {
   function normalise(map) {
     let lo = Infinity, hi = -Infinity;
     map.forEach((v) => { lo = Math.min(lo, v); hi = Math.max(hi, v); });
-    return map.map((v) => (hi > lo ? (v - lo) / (hi - lo) : 1));
+    // a constant map stays constant (as in attention.overlay_steps): rounding noise is not stretched
+    const varies = hi - lo > 1e-6 * Math.max(Math.abs(lo), Math.abs(hi));
+    return map.map((v) => (varies ? (v - lo) / (hi - lo) : 1));
   }
 
   // One scale for all of an image's maps: its largest patch weight over every layer and head (the rollout,
