@@ -136,17 +136,14 @@ def test_a_second_writer_is_refused_while_a_run_trains_and_sigterm_ends_it_as_ct
 
     root, env = cli_workspace
     out = root / "runs" / "busy"
-    first = _start(train_args(out, "--epochs", "100000", "--patience", "0"), env)
-    try:
-        _wait_for(lambda: (out / "last.pt").is_file())  # a first epoch is saved
+
+    def second_writers(first):
         for extra in ((), ("--resume",), ("--overwrite",)):
             stderr = one_clean_line(run(*train_args(out, "--epochs", "100000", "--patience", "0", *extra), env=env))
             assert f"is in use by process {first.pid}" in stderr and "choose another --out" in stderr
-        first.send_signal(signal.SIGTERM)
-        _, stderr = first.communicate(timeout=120)
-    finally:
-        first.kill()
-    assert first.returncode == 143, stderr
+
+    returncode, stderr = _signal_a_training_run(out, env, signal.SIGTERM, before=second_writers)
+    assert returncode == 143, stderr
     message = stderr.strip().splitlines()[-1]
     assert "interrupted; finished epochs are saved in" in message and "--resume" in message
     assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial"))
@@ -169,16 +166,24 @@ def test_sighup_from_a_closing_terminal_ends_a_run_as_sigterm_does(cli_workspace
 
     root, env = cli_workspace
     out = root / "runs" / "hup"
+    returncode, stderr = _signal_a_training_run(out, env, signal.SIGHUP)
+    assert returncode == 129, stderr
+    assert stderr.strip().splitlines()[-1].startswith("vit-tutorial train: interrupted; finished epochs are saved")
+    assert load_checkpoint(out / "last.pt")["epochs_run"] >= 1 and not list(out.glob("*.partial"))
+
+
+def _signal_a_training_run(out, env, signum, before=lambda process: None):
+    """Start a long run into `out`, wait for its first saved epoch, call `before`, send `signum`; its exit
+    status and stderr."""
     process = _start(train_args(out, "--epochs", "100000", "--patience", "0"), env)
     try:
         _wait_for(lambda: (out / "last.pt").is_file())
-        process.send_signal(signal.SIGHUP)
+        before(process)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 129, stderr
-    assert stderr.strip().splitlines()[-1].startswith("vit-tutorial train: interrupted; finished epochs are saved")
-    assert load_checkpoint(out / "last.pt")["epochs_run"] >= 1 and not list(out.glob("*.partial"))
+    return process.returncode, stderr
 
 
 def test_a_killed_run_never_blocks_the_next(fake_data, quick_train_config, tmp_path):

@@ -223,21 +223,22 @@ def two_sweeps_into_one_folder(ws):
 # 2. Signals other than Ctrl-C -----------------------------------------------------------------------------------------
 
 
-@case(2)
-def sigterm_while_training(ws):
-    out, first = _busy(ws, "term")
-    stderr = stop(first, signal.SIGTERM)
-    one_line(Result(first.returncode, stderr), 143, "interrupted", "--resume")
-    check((out / "last.pt").is_file(), "last.pt lost")
-    no_partials(out)
+def _signal_while_training(signum: int, code: int) -> Callable[[Workspace], None]:
+    """`signum` to a training run: exit status `code`, one line saying how to resume, last.pt kept, no partials."""
+
+    def attempt(ws: Workspace) -> None:
+        out, first = _busy(ws, signal.Signals(signum).name.lower())
+        stderr = stop(first, signum)
+        one_line(Result(first.returncode, stderr), code, "interrupted", "--resume")
+        check((out / "last.pt").is_file(), "last.pt lost")
+        no_partials(out)
+
+    return attempt
 
 
-@case(2)
-def ctrl_c_while_training(ws):
-    out, first = _busy(ws, "int")
-    stderr = stop(first, signal.SIGINT)
-    one_line(Result(first.returncode, stderr), 130, "interrupted", "--resume")
-    no_partials(out)
+# SIGTERM: kill or a scheduler; SIGINT: Ctrl-C; SIGHUP: a closing terminal (the same promise as SIGTERM)
+for _signum, _code in ((signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)):
+    CASES.append((2, f"{signal.Signals(_signum).name} while training", _signal_while_training(_signum, _code)))
 
 
 @case(2)
@@ -261,16 +262,6 @@ def sigterm_while_starting(ws):
     stderr = stop(process, signal.SIGTERM)
     one_line(Result(process.returncode, stderr), 143, "while starting")
     check(not out.exists(), "a folder was made")
-
-
-@case(2)
-def sighup_while_training(ws):
-    """A closing terminal sends SIGHUP: the same promise as SIGTERM."""
-    out, first = _busy(ws, "hup")
-    stderr = stop(first, signal.SIGHUP)
-    one_line(Result(first.returncode, stderr), 129, "interrupted", "--resume")
-    check((out / "last.pt").is_file(), "last.pt lost")
-    no_partials(out)
 
 
 @case(2)
