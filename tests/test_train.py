@@ -1,5 +1,6 @@
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -7,8 +8,9 @@ import torch.nn.functional as F
 
 from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
 from vit_tutorial import train as train_module
-from vit_tutorial.checkpoint import load_checkpoint
+from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vit_tutorial.data import normalize
+from vit_tutorial.errors import CheckpointError
 from vit_tutorial.registry import build_model
 from vit_tutorial.train import fit, lr_factor, make_optimizer
 
@@ -253,3 +255,48 @@ def test_prefetching_the_next_epoch_changes_nothing(fake_data, quick_train_confi
     assert [h["train_loss"] for h in ahead.history] == [h["train_loss"] for h in plain.history]
     for name, value in plain.model.state_dict().items():
         assert torch.equal(value, ahead.model.state_dict()[name])
+
+
+def _source_checkpoint(data, config, tmp_path, collapse_layer: int | None = None, **changes):
+    """best.pt of a short tiny run, with the query/key weights of `collapse_layer` (0-based) shrunk to 1% and
+    the payload fields in `changes` replaced."""
+    train_tiny(data, config, out_dir=tmp_path / "source")
+    payload = load_checkpoint(tmp_path / "source" / "best.pt")
+    if collapse_layer is not None:
+        weight = payload["model"][f"blocks.{collapse_layer}.attn.qkv.weight"]
+        weight[: 2 * TINY.dim] *= 0.01
+    payload.update(changes)
+    content = {key: value for key, value in payload.items() if key not in ("format", "version", "content_sha256")}
+    return save_checkpoint(tmp_path / "source.pt", content), payload["model"]
+
+
+def test_a_warm_start_loads_the_weights_and_revives_only_the_collapsed_layer(fake_data, quick_train_config, tmp_path):
+    source, weights = _source_checkpoint(fake_data, quick_train_config, tmp_path, collapse_layer=1)
+    # lr 0: the first epoch's diagnostics and the saved weights are the starting point itself
+    config = quick_train_config.replace(epochs=1, lr=0.0, init_from=str(source), revive=True)
+    model = build_model(TINY)
+    result = fit(model, fake_data, config, device="cpu", progress=False)
+    state = result.model.state_dict()
+    changed = [name for name, value in weights.items() if not torch.equal(state[name], value)]
+    assert changed == ["blocks.1.attn.qkv.weight"]
+    d = TINY.dim
+    assert torch.equal(state["blocks.1.attn.qkv.weight"][2 * d :], weights["blocks.1.attn.qkv.weight"][2 * d :])
+    fresh = 0.02 * math.sqrt(d * d)  # the norm a newly initialised d x d weight has
+    revived_norms = result.history[0]["qk_norms"][1]
+    assert all(0.8 * fresh < norm < 1.2 * fresh for norm in revived_norms)
+    # without revive, the collapsed weights are loaded as they are
+    plain = fit(build_model(TINY), fake_data, config.replace(revive=False), device="cpu", progress=False)
+    assert all(torch.equal(plain.model.state_dict()[name], value) for name, value in weights.items())
+
+
+def test_a_warm_start_refuses_another_model_or_another_validation_split(fake_data, quick_train_config, tmp_path):
+    provenance = {**fake_data.provenance, "split_seed": 0, "val_size": 60}
+    source, _ = _source_checkpoint(fake_data, quick_train_config, tmp_path, provenance={**provenance, "split_seed": 7})
+    data = type(fake_data)(fake_data.train, fake_data.val, fake_data.test, provenance)
+    config = quick_train_config.replace(epochs=1, init_from=str(source))
+    with pytest.raises(CheckpointError, match=re.escape("validated on another split (split_seed 7, this run 0)")):
+        fit(build_model(TINY), data, config, device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="start from a checkpoint of the same model"):
+        fit(build_model(TINY.replace(dim=32)), data, config, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="revive needs init_from"):
+        TrainConfig(revive=True)

@@ -199,6 +199,12 @@ class TrainConfig(_Serialisable):
     teacher: str = option("", "checkpoint of the teacher for distillation, e.g. runs/resnet/best.pt")
     distill_weight: float = option(0.5, "share of the loss that comes from the teacher, in [0, 1]")
     distill_temperature: float = option(1.0, "soft distillation: temperature of both softmaxes")
+    init_from: str = option(
+        "", "start from this checkpoint's weights instead of random ones (same model and validation split)"
+    )
+    revive: bool = option(
+        False, "with init_from: fresh query/key weights for the layers whose query/key weights collapsed (chapter 6)"
+    )
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -233,6 +239,7 @@ class TrainConfig(_Serialisable):
             "distillation and teacher go together: give both (e.g. --distillation hard --teacher runs/resnet/best.pt) "
             f"or neither; got distillation {self.distillation!r} and teacher {self.teacher!r}",
         )
+        _require(not self.revive or bool(self.init_from), "revive needs init_from, the checkpoint to revive")
 
 
 def quick_mode() -> bool:

@@ -18,6 +18,7 @@ query and key weights have shrunk well below where they started.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from .data import Split
 from .devices import autocast
 
 PROBE_IMAGES = 128  # validation images whose CLS attention is measured each epoch
+SHRUNK = 0.1  # query/key norms below this share of their first epoch's (or a fresh init's) count as collapsed
 CLEAN_TRAIN_IMAGES = 5000  # training images whose accuracy is measured each epoch, without augmentation
 
 
@@ -86,13 +88,31 @@ def measure(
     return found
 
 
+INIT_STD = 0.02  # the standard deviation of a fresh linear weight (`model._init_weights`)
+
+
+@torch.no_grad()
+def revive_collapsed(model: nn.Module, generator: torch.Generator) -> list[int]:
+    """Give every attention layer whose query or key weights have collapsed (norm below `SHRUNK` of what a
+    fresh initialisation gives) fresh query and key weights, drawn as at initialisation; return those layers,
+    1-based. Both are redrawn because each one's gradient is proportional to the other: with both near zero
+    the layer sits at a saddle that training alone leaves only slowly. The values, and every other layer,
+    are kept."""
+    revived = []
+    for layer, (weight, d) in enumerate(query_key_weights(model), start=1):
+        fresh = INIT_STD * math.sqrt(d * weight.shape[1])
+        if min(weight[:d].float().norm().item(), weight[d : 2 * d].float().norm().item()) < SHRUNK * fresh:
+            new = torch.empty(2 * d, weight.shape[1])
+            nn.init.trunc_normal_(new, std=INIT_STD, generator=generator)
+            weight[: 2 * d] = new.to(weight)
+            revived.append(layer)
+    return revived
+
+
 def uniform_layers(entry: dict[str, Any], num_tokens: int) -> list[int]:
     """The 1-based layers whose CLS attention the epoch's `entry` found uniform (spread below the threshold)."""
     limit = flat_threshold(num_tokens)
     return [i + 1 for i, spread in enumerate(entry.get("cls_spread", [])) if spread < limit]
-
-
-SHRUNK = 0.1  # query/key norms below this share of their first epoch's count as collapsed
 
 
 def gone_uniform(history: list[dict[str, Any]], num_tokens: int) -> list[int]:

@@ -35,8 +35,9 @@ from .augment import Pipeline
 from .config import TrainConfig
 from .data import CIFAR10, CLASSES, Split, batches
 from .devices import autocast, describe_hardware, resolve_precision, select_device
-from .diagnostics import CLEAN_TRAIN_IMAGES, PROBE_IMAGES, gone_uniform, measure, query_key_weights
+from .diagnostics import CLEAN_TRAIN_IMAGES, PROBE_IMAGES, gone_uniform, measure, query_key_weights, revive_collapsed
 from .distill import distillation_loss, load_teacher
+from .errors import CheckpointError
 from .record import RunRecord
 from .registry import architecture_of, config_of, spec_for
 
@@ -290,6 +291,45 @@ def loss_and_accuracy(model: nn.Module, split: Split, device: torch.device, batc
     return loss_sum.item() / len(split), correct.item() / len(split)
 
 
+def start_from(model: nn.Module, config: TrainConfig, provenance: dict[str, Any]) -> list[int]:
+    """A warm start: load the weights of the checkpoint `config.init_from` into `model` and, with
+    `config.revive`, give its collapsed attention layers fresh query/key weights
+    (`diagnostics.revive_collapsed`). Returns the revived layers, 1-based. The optimiser, schedule and
+    history start afresh; a resumed run then loads its own last epoch over these weights.
+
+    Raises:
+        CheckpointError: the file is unreadable, holds another model, or was validated on another split
+            (its validation images could then be among those it learned from, and would flatter it).
+    """
+    from .checkpoint import load_checkpoint, stored_architecture
+
+    source = config.init_from
+    payload = load_checkpoint(source)
+    if (
+        stored_architecture(payload, source) != architecture_of(model)
+        or payload["model_config"] != config_of(model).to_dict()
+    ):
+        raise CheckpointError(
+            f"--init-from {source} holds a {stored_architecture(payload, source)} {payload['model_config']}, "
+            f"not this run's {architecture_of(model)} {config_of(model).to_dict()}; "
+            "start from a checkpoint of the same model"
+        )
+    stored = payload.get("provenance", {})
+    for key in ("split_seed", "val_size"):
+        if key in stored and key in provenance and stored[key] != provenance[key]:
+            raise CheckpointError(
+                f"--init-from {source} was validated on another split "
+                f"({key} {stored[key]}, this run {provenance[key]}): its validation images may be among those it "
+                "learned from; use the same --seed and --val-size"
+            )
+    model.load_state_dict(payload["model"])
+    if not config.revive:
+        return []
+    revived = revive_collapsed(model, torch.Generator().manual_seed(config.seed))
+    print(f"started from {source}; revived layers: {', '.join(map(str, revived)) or 'none had collapsed'}", flush=True)
+    return revived
+
+
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -309,6 +349,7 @@ class Run:
         capturable: bool = False,
     ) -> None:
         self.model, self.data, self.config, self.device, self.precision = model, data, config, device, precision
+        self.revived = start_from(model, config, data.provenance) if config.init_from else []
         model.to(device)
         self.train = data.train.to(device) if device.type != "cpu" else data.train
         self.pipeline = Pipeline.from_config(config, len(CLASSES))
