@@ -273,7 +273,7 @@ def _source_checkpoint(data, config, tmp_path, collapse_layer: int | None = None
 def test_a_warm_start_loads_the_weights_and_revives_only_the_collapsed_layer(fake_data, quick_train_config, tmp_path):
     source, weights = _source_checkpoint(fake_data, quick_train_config, tmp_path, collapse_layer=1)
     # lr 0: the first epoch's diagnostics and the saved weights are the starting point itself
-    config = quick_train_config.replace(epochs=1, lr=0.0, init_from=str(source), revive=True)
+    config = quick_train_config.replace(epochs=1, lr=0.0, init_from=str(source), revive=3.0)
     model = build_model(TINY)
     result = fit(model, fake_data, config, device="cpu", progress=False)
     state = result.model.state_dict()
@@ -283,9 +283,14 @@ def test_a_warm_start_loads_the_weights_and_revives_only_the_collapsed_layer(fak
     assert torch.equal(state["blocks.1.attn.qkv.weight"][2 * d :], weights["blocks.1.attn.qkv.weight"][2 * d :])
     fresh = 0.02 * math.sqrt(d * d)  # the norm a newly initialised d x d weight has
     revived_norms = result.history[0]["qk_norms"][1]
-    assert all(0.8 * fresh < norm < 1.2 * fresh for norm in revived_norms)
+    assert all(0.8 * 3 * fresh < norm < 1.2 * 3 * fresh for norm in revived_norms)
+    # the record says where the run began: the checkpoint, its collapsed norms as loaded, the layer revived
+    start = result.record.started_from
+    assert start["checkpoint"] == "source.pt" and start["revived"] == [2] and start["revive_scale"] == 3.0
+    assert max(start["qk_norms"][1]) < 0.1 * fresh < min(start["qk_norms"][0])
+    assert len(start["cls_spread"]) == TINY.depth
     # without revive, the collapsed weights are loaded as they are
-    plain = fit(build_model(TINY), fake_data, config.replace(revive=False), device="cpu", progress=False)
+    plain = fit(build_model(TINY), fake_data, config.replace(revive=0.0), device="cpu", progress=False)
     assert all(torch.equal(plain.model.state_dict()[name], value) for name, value in weights.items())
 
 
@@ -299,4 +304,6 @@ def test_a_warm_start_refuses_another_model_or_another_validation_split(fake_dat
     with pytest.raises(CheckpointError, match="start from a checkpoint of the same model"):
         fit(build_model(TINY.replace(dim=32)), data, config, device="cpu", progress=False)
     with pytest.raises(ValueError, match="revive needs init_from"):
-        TrainConfig(revive=True)
+        TrainConfig(revive=1.0)
+    with pytest.raises(ValueError, match="revive must be >= 0"):
+        TrainConfig(init_from="x.pt", revive=-1.0)

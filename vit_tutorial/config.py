@@ -202,8 +202,11 @@ class TrainConfig(_Serialisable):
     init_from: str = option(
         "", "start from this checkpoint's weights instead of random ones (same model and validation split)"
     )
-    revive: bool = option(
-        False, "with init_from: fresh query/key weights for the layers whose query/key weights collapsed (chapter 6)"
+    revive: float = option(
+        0.0,
+        "with init_from: fresh query/key weights, this many times the size of an initialisation's, for the layers "
+        "whose query/key weights collapsed (0 keeps them; 1 gives almost uniform attention, 4 about the live "
+        "layers' unevenness; chapter 6)",
     )
 
     def __post_init__(self) -> None:
@@ -212,7 +215,7 @@ class TrainConfig(_Serialisable):
         for name in ("warmup_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "qk_decay", "grad_clip", "mixup", "cutmix"):
+        for name in ("lr", "weight_decay", "qk_decay", "grad_clip", "mixup", "cutmix", "revive"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be >= 0, got {value!r}")
         _require(self.seed <= MAX_SEED, f"TrainConfig.seed must be at most {MAX_SEED} (2**32 - 1), got {self.seed}")

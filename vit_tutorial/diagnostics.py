@@ -92,18 +92,21 @@ INIT_STD = 0.02  # the standard deviation of a fresh linear weight (`model._init
 
 
 @torch.no_grad()
-def revive_collapsed(model: nn.Module, generator: torch.Generator) -> list[int]:
+def revive_collapsed(model: nn.Module, generator: torch.Generator, scale: float = 1.0) -> list[int]:
     """Give every attention layer whose query or key weights have collapsed (norm below `SHRUNK` of what a
-    fresh initialisation gives) fresh query and key weights, drawn as at initialisation; return those layers,
-    1-based. Both are redrawn because each one's gradient is proportional to the other: with both near zero
-    the layer sits at a saddle that training alone leaves only slowly. The values, and every other layer,
-    are kept."""
+    fresh initialisation gives) fresh query and key weights, drawn as at initialisation and multiplied by
+    `scale`; return those layers, 1-based. Both are redrawn because each one's gradient is proportional to the
+    other: with both near zero the layer sits at a saddle that training alone leaves only slowly. At `scale`
+    1 the new attention is almost uniform, as in a fresh model, and its gradient small; the scores grow with
+    the square of `scale`. The values, and every other layer, are kept."""
     revived = []
     for layer, (weight, d) in enumerate(query_key_weights(model), start=1):
         fresh = INIT_STD * math.sqrt(d * weight.shape[1])
         if min(weight[:d].float().norm().item(), weight[d : 2 * d].float().norm().item()) < SHRUNK * fresh:
             new = torch.empty(2 * d, weight.shape[1])
-            nn.init.trunc_normal_(new, std=INIT_STD, generator=generator)
+            nn.init.trunc_normal_(
+                new, std=INIT_STD * scale, a=-2 * INIT_STD * scale, b=2 * INIT_STD * scale, generator=generator
+            )
             weight[: 2 * d] = new.to(weight)
             revived.append(layer)
     return revived

@@ -37,6 +37,7 @@ class RunRecord:
     config_changes: list[dict[str, Any]] = field(default_factory=list, metadata={"shipped": False})
     note: str = ""  # what the run is, for people
     test_metrics: dict[str, Any] | None = None  # set once, when the chosen model is scored on the test set
+    started_from: dict[str, Any] | None = None  # a warm start: the checkpoint it began from (`train.start_from`)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `torch.save` and JSON: the configs as dicts."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 import typing
 import warnings
@@ -291,11 +292,15 @@ def loss_and_accuracy(model: nn.Module, split: Split, device: torch.device, batc
     return loss_sum.item() / len(split), correct.item() / len(split)
 
 
-def start_from(model: nn.Module, config: TrainConfig, provenance: dict[str, Any]) -> list[int]:
+def start_from(
+    model: nn.Module, config: TrainConfig, provenance: dict[str, Any], probe: torch.Tensor | None
+) -> dict[str, Any]:
     """A warm start: load the weights of the checkpoint `config.init_from` into `model` and, with
-    `config.revive`, give its collapsed attention layers fresh query/key weights
-    (`diagnostics.revive_collapsed`). Returns the revived layers, 1-based. The optimiser, schedule and
-    history start afresh; a resumed run then loads its own last epoch over these weights.
+    `config.revive` > 0, give its collapsed attention layers fresh query/key weights of that scale
+    (`diagnostics.revive_collapsed`). The optimiser, schedule and history start afresh; a resumed run then
+    loads its own last epoch over these weights. Returns what the run's record keeps of its start: the
+    checkpoint (file name, content hash, how it was trained, its test accuracy), its query/key norms and
+    CLS spreads (on `probe`) as loaded, and the layers revived.
 
     Raises:
         CheckpointError: the file is unreadable, holds another model, or was validated on another split
@@ -323,11 +328,24 @@ def start_from(model: nn.Module, config: TrainConfig, provenance: dict[str, Any]
                 "learned from; use the same --seed and --val-size"
             )
     model.load_state_dict(payload["model"])
-    if not config.revive:
-        return []
-    revived = revive_collapsed(model, torch.Generator().manual_seed(config.seed))
-    print(f"started from {source}; revived layers: {', '.join(map(str, revived)) or 'none had collapsed'}", flush=True)
-    return revived
+    start = {
+        "checkpoint": os.path.basename(source),
+        "content_sha256": payload.get("content_sha256", ""),
+        "hardware": payload.get("hardware", ""),
+        "note": payload.get("note", ""),
+        "epochs_run": payload.get("epochs_run", 0),
+        "test_accuracy": (payload.get("test_metrics") or {}).get("accuracy"),
+        **measure(model, probe=probe, clean=None, device=torch.device("cpu")),
+    }
+    generator = torch.Generator().manual_seed(config.seed)
+    start["revived"] = revive_collapsed(model, generator, config.revive) if config.revive else []
+    start["revive_scale"] = config.revive
+    if config.revive:
+        print(
+            f"started from {source}; revived layers: {', '.join(map(str, start['revived'])) or 'none had collapsed'}",
+            flush=True,
+        )
+    return start
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -349,7 +367,9 @@ class Run:
         capturable: bool = False,
     ) -> None:
         self.model, self.data, self.config, self.device, self.precision = model, data, config, device, precision
-        self.revived = start_from(model, config, data.provenance) if config.init_from else []
+        spec = spec_for(config_of(model))  # the spread is measured for the from-scratch ViT (ViT-B/16's costs minutes)
+        self.probe = data.val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(data.val) else None
+        started_from = start_from(model, config, data.provenance, self.probe) if config.init_from else None
         model.to(device)
         self.train = data.train.to(device) if device.type != "cpu" else data.train
         self.pipeline = Pipeline.from_config(config, len(CLASSES))
@@ -367,12 +387,11 @@ class Run:
             provenance=data.provenance,
             hardware=describe_hardware(device),
             precision=precision,
+            started_from=started_from,
         )
         self.best_weights = _cpu_copy(self.evaluated)
         self.bad_epochs = 0
         self.warned: set[int] = set()  # layers already reported uniform
-        spec = spec_for(config_of(model))  # the spread is measured for the from-scratch ViT (ViT-B/16's costs minutes)
-        self.probe = data.val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(data.val) else None
         self.clean = data.train.subset(CLEAN_TRAIN_IMAGES, seed=1)
 
     @property
