@@ -105,6 +105,13 @@ def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_p
     info = pretrained.pretrained_record()
     assert info.architecture == "vit" and info.note == "a tiny run" and "root" not in info.provenance
     assert info.history == result.history and info.test_metrics["num_images"] == 10_000
+    # a warm start ships its starting checkpoint by file name, not by a path on the machine that trained it
+    warm = config.replace(init_from=str(tmp_path / "run" / "best.pt"))
+    fit(build_model(TINY), fake_data, warm, device="cpu", out_dir=tmp_path / "warm", progress=False)
+    (tmp_path / "warm" / "metrics.json").write_text(json.dumps(metrics))
+    ship.ship(tmp_path / "warm", "a warm start")
+    info = pretrained.pretrained_record()
+    assert info.train_config.init_from == "best.pt" and info.started_from["checkpoint"] == "best.pt"
     before = shipped.read_bytes()
     monkeypatch.setattr(ship, "LIMIT", 1000)
     with pytest.raises(ValueError, match="over the 1,000 limit; the shipped one is unchanged"):

@@ -87,6 +87,27 @@ def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
         runs.load_run_record("tiny", tmp_path)
 
 
+def test_a_run_that_predates_the_diagnostics_gets_those_of_its_kept_weights(fake_data, quick_train_config, tmp_path):
+    from vit_tutorial.attention import attend, cls_spread
+    from vit_tutorial.diagnostics import PROBE_IMAGES, qk_norms
+
+    result = train_tiny(fake_data, quick_train_config.replace(epochs=2), out_dir=tmp_path / "run")
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    recorded = payload["history"][payload["best_epoch"] - 1]
+    payload["history"] = [
+        {k: v for k, v in h.items() if k not in ("qk_norms", "cls_spread")} for h in payload["history"]
+    ]
+    best = runs.run_record(payload, result.model, fake_data)["history"][payload["best_epoch"] - 1]
+    assert best["measured_after_training"] is True and best["qk_norms"] == qk_norms(result.model)
+    # measured in float32 (the run measured them in its own precision, bf16 on this CPU)
+    spread = cls_spread(attend(result.model, fake_data.val.images[:PROBE_IMAGES])[1]).tolist()
+    assert best["cls_spread"] == pytest.approx(spread, abs=1e-6)
+    assert best["cls_spread"] == pytest.approx(recorded["cls_spread"], rel=0.3)
+    # a run that recorded them keeps its own, unmarked
+    kept = runs.run_record(load_checkpoint(tmp_path / "run" / "best.pt"), result.model, fake_data)
+    assert "measured_after_training" not in kept["history"][payload["best_epoch"] - 1]
+
+
 def test_retraining_into_a_finished_run_needs_overwrite(cli_workspace):
     root, env = cli_workspace
     out = root / "runs" / "f"

@@ -2,10 +2,10 @@
 
     python tools/ship_pretrained.py runs/NAME [--note "..."]
 
-Keeps the best weights (float32), both configs, the history, the data provenance (without the local
-path), the hardware, the wall time and the test metrics from the run's metrics.json; drops the
-optimiser state. Refuses a run without full test-set metrics, a model other than the ViT, or a result
-over 10 MB, and leaves the shipped checkpoint as it was when it refuses.
+Keeps the best weights (float32), both configs (a warm start's checkpoint by file name only), the history,
+the data provenance (without the local path), the hardware, the wall time and the test metrics from the
+run's metrics.json; drops the optimiser state. Refuses a run without full test-set metrics, a model other
+than the ViT, or a result over 10 MB, and leaves the shipped checkpoint as it was when it refuses.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def ship(run: Path, note: str) -> None:
         )
     record = RunRecord.from_dict(best)
     record.provenance = {k: v for k, v in record.provenance.items() if k != "root"}
+    if record.train_config.init_from:  # a warm start: its file name, not a path on the machine that trained it
+        record.train_config = record.train_config.replace(init_from=os.path.basename(record.train_config.init_from))
     record.note = note
     record.test_metrics = {
         k: metrics[k] for k in ("accuracy", "loss", "num_images", "per_class", "macro_avg", "confusion_matrix")
