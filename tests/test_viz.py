@@ -68,6 +68,22 @@ def test_grouped_bars_and_lines_with_their_own_x():
     assert ax.patches[0].get_x() < ax.patches[2].get_x() < ax.patches[1].get_x()  # side by side within a class
     lines = line_plot({"a": [1, 2, 3], "b": [1, 2]}, x={"a": [0, 10, 20], "b": [5, 50]})
     assert list(lines.axes[0].lines[1].get_xdata()) == [5, 50]
+    assert [t.get_text() for t in ax.texts] == ["50", "60", "70", "80"]  # whole numbers, not 50.0000
+    assert [t.get_text() for t in bar_chart([0.0520672, 2407818.0], ["a", "b"]).axes[0].texts] == [
+        "0.0521",
+        "2,407,818",
+    ]
+    # three series: no labels to overlap; twelve lines: twelve distinct colours, the legend beside the plot
+    assert not bar_chart({"x": [1.5], "y": [2.5], "z": [3.5]}, ["a"]).axes[0].texts
+    figure = line_plot({f"layer {i}": [i, i + 1] for i in range(12)})
+    twelve = figure.axes[0]
+    assert len({tuple(line.get_color()) for line in twelve.lines}) == 12
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)  # constrained layout places the legend
+    legend, plot = twelve.get_legend().get_window_extent(renderer), twelve.get_window_extent(renderer)
+    assert legend.x0 >= plot.x1 and legend.x1 <= figure.bbox.x1  # beside the plot, inside the figure
 
 
 def test_diagrams_carry_the_configs_shapes():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 
@@ -82,6 +83,11 @@ def image_rows(rows: Mapping[str, torch.Tensor], *, size: float = 1.0, label_wid
     return figure
 
 
+def _short(value: float) -> str:
+    """A bar's label: whole numbers with thousands separators, others to three significant digits."""
+    return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 1000 else f"{value:.3g}"
+
+
 def bar_chart(
     values: Sequence[float] | Mapping[str, Sequence[float]], labels: Sequence[str], *, title: str = "", ylabel: str = ""
 ) -> Figure:
@@ -99,7 +105,8 @@ def bar_chart(
             label=name or None,
             color=None if name else "#4c72b0",
         )
-        ax.bar_label(bars, fmt="%g", fontsize=7 if len(series) > 1 else 8)
+        if len(series) <= 2:  # with more, the labels would overlap; a table beside the chart has the numbers
+            ax.bar_label(bars, labels=[_short(v) for v in row], fontsize=7 if len(series) > 1 else 8)
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
@@ -265,21 +272,27 @@ def line_plot(
     ylabel: str = "",
 ) -> Figure:
     """One line per series over `x` (1, 2, ... if None); `x` may map each series name to its own x values."""
-    figure = Figure(figsize=(6, 3.2), layout="constrained")
+    many = len(series) > 10  # more lines than the default colours: an ordered colormap, the legend outside
+    figure = Figure(figsize=(6.6 if many else 6, 3.2), layout="constrained")
     ax = figure.subplots()
-    for name, values in series.items():
+    shades = matplotlib.colormaps["viridis"]
+    colors = [shades(i / (len(series) - 1)) if many else None for i in range(len(series))]
+    for (name, values), color in zip(series.items(), colors):
         xs = x[name] if isinstance(x, Mapping) else x
         ax.plot(
             xs if xs is not None else range(1, len(values) + 1),
             values,
             label=name,
+            color=color,
             marker="o" if len(values) < 8 else None,
         )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(series) > 1:
+    if many:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    elif len(series) > 1:
         ax.legend()
     return figure
 
