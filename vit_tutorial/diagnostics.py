@@ -27,6 +27,8 @@ from torch import nn
 from .attention import attend, cls_spread, flat_threshold
 from .data import Split
 from .devices import autocast
+from .model import INIT_STD
+from .registry import spec_for
 
 PROBE_IMAGES = 128  # validation images whose CLS attention is measured each epoch
 SHRUNK = 0.1  # query/key norms below this share of their first epoch's (or a fresh init's) count as collapsed
@@ -66,6 +68,14 @@ def clean_accuracy(model: nn.Module, split: Split, device: torch.device, precisi
         return loss_and_accuracy(model, split, device)[1]
 
 
+def probe_images(model_config: Any, val: Split) -> torch.Tensor | None:
+    """The fixed validation images whose CLS attention is measured for a model of `model_config`, or None:
+    the spread is measured for the from-scratch ViT only (a model without attention has none, and ViT-B/16's
+    would cost minutes an epoch)."""
+    spec = spec_for(model_config)
+    return val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(val) else None
+
+
 def measure(
     model: nn.Module,
     *,
@@ -88,25 +98,21 @@ def measure(
     return found
 
 
-INIT_STD = 0.02  # the standard deviation of a fresh linear weight (`model._init_weights`)
-
-
 @torch.no_grad()
 def revive_collapsed(model: nn.Module, generator: torch.Generator, scale: float = 1.0) -> list[int]:
     """Give every attention layer whose query or key weights have collapsed (norm below `SHRUNK` of what a
-    fresh initialisation gives) fresh query and key weights, drawn as at initialisation and multiplied by
-    `scale`; return those layers, 1-based. Both are redrawn because each one's gradient is proportional to the
-    other: with both near zero the layer sits at a saddle that training alone leaves only slowly. At `scale`
-    1 the new attention is almost uniform, as in a fresh model, and its gradient small; the scores grow with
-    the square of `scale`. The values, and every other layer, are kept."""
+    fresh initialisation gives) fresh query and key weights, drawn at an initialisation's size (`INIT_STD`,
+    cut off at two standard deviations) and multiplied by `scale`; return those layers, 1-based. Both are
+    redrawn because each one's gradient is proportional to the other: with both near zero the layer sits at a
+    saddle that training alone leaves only slowly. At `scale` 1 the new attention is almost uniform, as in a
+    fresh model, and its gradient small; the scores grow with the square of `scale`. The values, and every
+    other layer, are kept."""
     revived = []
-    for layer, (weight, d) in enumerate(query_key_weights(model), start=1):
-        fresh = INIT_STD * math.sqrt(d * weight.shape[1])
-        if min(weight[:d].float().norm().item(), weight[d : 2 * d].float().norm().item()) < SHRUNK * fresh:
+    std = INIT_STD * scale
+    for layer, ((weight, d), norms) in enumerate(zip(query_key_weights(model), qk_norms(model)), start=1):
+        if min(norms) < SHRUNK * INIT_STD * math.sqrt(d * weight.shape[1]):
             new = torch.empty(2 * d, weight.shape[1])
-            nn.init.trunc_normal_(
-                new, std=INIT_STD * scale, a=-2 * INIT_STD * scale, b=2 * INIT_STD * scale, generator=generator
-            )
+            nn.init.trunc_normal_(new, std=std, a=-2 * std, b=2 * std, generator=generator)
             weight[: 2 * d] = new.to(weight)
             revived.append(layer)
     return revived

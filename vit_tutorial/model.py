@@ -17,6 +17,8 @@ from torch import nn
 from .config import ViTConfig
 from .patches import PATCHIFY
 
+INIT_STD = 0.02  # the standard deviation of every fresh linear weight, the CLS token and the position embeddings
+
 
 class PatchEmbedding(nn.Module):
     """Cut an image into patches and project each one linearly to `dim` features.
@@ -123,8 +125,8 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.num_classes)
         self.apply(_init_weights)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=INIT_STD)
+        nn.init.trunc_normal_(self.pos_embed, std=INIT_STD)
 
     def check_input(self, images: torch.Tensor) -> None:
         c, size = self.config.in_channels, self.config.image_size
@@ -173,7 +175,7 @@ class ViT(nn.Module):
 
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=INIT_STD)
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)

@@ -415,14 +415,14 @@ def run_record(payload: dict[str, Any], model: Any, data: Any, note: str = "") -
     local path), its test metrics, and its prediction for every test image (so that per-image comparisons
     need no weights). A run that predates the per-epoch diagnostics gets those of its kept weights in its best
     epoch's entry, marked `measured_after_training`, so that a chapter can show them without the weights."""
-    from .diagnostics import PROBE_IMAGES, measure
+    from .diagnostics import measure, probe_images
     from .evaluate import evaluate, predict_logits
 
     record = RunRecord.from_dict(payload)
     best = record.history[record.best_epoch - 1] if 0 < record.best_epoch <= len(record.history) else None
-    spec = spec_for(record.model_config)  # as in `train.Run`: the spread is measured for the from-scratch ViT
-    if best is not None and "cls_spread" not in best and spec.attention and spec.from_scratch:
-        found = measure(model, probe=data.val.images[:PROBE_IMAGES], clean=None, device=torch.device("cpu"))
+    probe = probe_images(record.model_config, data.val)
+    if best is not None and "cls_spread" not in best and probe is not None:
+        found = measure(model, probe=probe, clean=None, device=torch.device("cpu"))
         best.update(found, measured_after_training=True)
     record.note = note or record.note
     record.provenance = {k: v for k, v in data.provenance.items() if k != "root"}

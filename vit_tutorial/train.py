@@ -36,11 +36,11 @@ from .augment import Pipeline
 from .config import TrainConfig
 from .data import CIFAR10, CLASSES, Split, batches
 from .devices import autocast, describe_hardware, resolve_precision, select_device
-from .diagnostics import CLEAN_TRAIN_IMAGES, PROBE_IMAGES, gone_uniform, measure, query_key_weights, revive_collapsed
+from .diagnostics import CLEAN_TRAIN_IMAGES, gone_uniform, measure, probe_images, query_key_weights, revive_collapsed
 from .distill import distillation_loss, load_teacher
 from .errors import CheckpointError
 from .record import RunRecord
-from .registry import architecture_of, config_of, spec_for
+from .registry import architecture_of, config_of
 
 __all__ = ["EMA", "FitResult", "Run", "TrainStep", "fit", "lr_factor", "make_optimizer", "make_scheduler"]
 
@@ -367,8 +367,7 @@ class Run:
         capturable: bool = False,
     ) -> None:
         self.model, self.data, self.config, self.device, self.precision = model, data, config, device, precision
-        spec = spec_for(config_of(model))  # the spread is measured for the from-scratch ViT (ViT-B/16's costs minutes)
-        self.probe = data.val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(data.val) else None
+        self.probe = probe_images(config_of(model), data.val)
         started_from = start_from(model, config, data.provenance, self.probe) if config.init_from else None
         model.to(device)
         self.train = data.train.to(device) if device.type != "cpu" else data.train
