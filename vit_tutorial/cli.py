@@ -97,7 +97,23 @@ def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from OUT/last.pt (--lr and --grad-clip may change)"
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt (--lr and --grad-clip may change, and --epochs of a constant rate)",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also keep every Nth epoch's last.pt as OUT/snapshots/epoch_NNNN.pt, to branch cooldowns from",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU threads for PyTorch (default: PyTorch's choice); 1 for a run that shares the machine",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUT instead of refusing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -245,6 +261,9 @@ def _finetune(args: argparse.Namespace) -> None:
 def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, default_out: Path) -> None:
     from .runs import train_run
 
+    _set_threads(args.threads)
+    if args.snapshot_every < 0:
+        raise ValueError(f"--snapshot-every is a number of epochs >= 0 (0: no snapshots), got {args.snapshot_every}")
     data = _load_data(args, train_config.val_size, train_config.seed)
     train_run(
         model,
@@ -257,7 +276,18 @@ def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, defau
         progress=not args.no_progress,
         compile=args.compile,
         precision=args.precision,
+        snapshot_every=args.snapshot_every,
     )
+
+
+def _set_threads(threads: int) -> None:
+    """`--threads N`: PyTorch's intra-op threads (0 leaves its own choice)."""
+    import torch
+
+    if threads < 0 or threads > (os.cpu_count() or 1) * 4:
+        raise ValueError(f"--threads is a number of CPU threads from 1 to {(os.cpu_count() or 1) * 4}, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _sweep(args: argparse.Namespace) -> None:

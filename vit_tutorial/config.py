@@ -18,6 +18,7 @@ from typing import Any, Literal
 Augmentation = Literal["none", "flip-crop", "flip-crop-cutout", "trivialaugment", "randaugment"]
 Schedule = Literal["cosine", "constant"]
 Optimizer = Literal["sgd", "adamw"]
+DecayScope = Literal["matrices", "blocks", "blocks+head"]
 Distillation = Literal["none", "hard", "soft"]
 
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
@@ -178,8 +179,24 @@ class TrainConfig(_Serialisable):
     qk_decay: float = option(
         1.0, "multiplier of weight_decay for the attention's query and key weights; 0 spares them (chapter 6)"
     )
+    decay_scope: DecayScope = option(
+        "matrices",
+        "which weights decay: every weight matrix (matrices; the query/key rows by qk_decay), or only the encoder "
+        "blocks' MLP, attention output and value weights (blocks; no decay on query/key, embeddings or head), "
+        "or those and the head (blocks+head)",
+    )
     warmup_epochs: int = option(5, "linear warmup from 0 to lr")
     schedule: Schedule = option("cosine", "after warmup: cosine decay to 0 over the remaining epochs, or constant")
+    cooldown_epochs: int = option(
+        0,
+        "constant schedule: the last N epochs decay the rate to 0 (warmup-stable-decay, 1 - sqrt shape); "
+        "with branch_from, the cooldown of a constant-rate run",
+    )
+    branch_from: str = option(
+        "",
+        "a checkpoint of a constant-rate run (its last.pt or a snapshot): continue it, weights, momentum, EMA "
+        "and history, as a cooldown of cooldown_epochs epochs in a run folder of its own",
+    )
     label_smoothing: float = option(0.1, "share of the target spread evenly over all classes")
     grad_clip: float = option(1.0, "max global gradient norm; 0 turns clipping off")
     patience: int = option(10, "early stopping: epochs without a better validation accuracy before stopping")
@@ -212,7 +229,7 @@ class TrainConfig(_Serialisable):
     def __post_init__(self) -> None:
         self._check_types()
         self._require_positive("epochs", "batch_size")
-        for name in ("warmup_epochs", "patience", "val_size", "seed", "randaugment_n"):
+        for name in ("warmup_epochs", "cooldown_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
         for name in ("lr", "weight_decay", "qk_decay", "grad_clip", "mixup", "cutmix", "revive"):
@@ -243,6 +260,23 @@ class TrainConfig(_Serialisable):
             f"or neither; got distillation {self.distillation!r} and teacher {self.teacher!r}",
         )
         _require(not self.revive or bool(self.init_from), "revive needs init_from, the checkpoint to revive")
+        _require(
+            not self.cooldown_epochs or self.schedule == "constant",
+            f"cooldown_epochs decays a constant rate; use schedule 'constant' (got {self.schedule!r})",
+        )
+        _require(
+            not self.cooldown_epochs or self.warmup_epochs + self.cooldown_epochs <= self.epochs,
+            f"warmup_epochs ({self.warmup_epochs}) and cooldown_epochs ({self.cooldown_epochs}) do not fit in "
+            f"epochs ({self.epochs}); raise epochs or shorten them",
+        )
+        _require(
+            not self.branch_from or self.cooldown_epochs > 0,
+            "branch_from starts a cooldown: give cooldown_epochs too (e.g. --cooldown-epochs 15)",
+        )
+        _require(
+            not (self.branch_from and self.init_from),
+            "branch_from and init_from both say where a run starts; give one of them",
+        )
 
 
 def quick_mode() -> bool:

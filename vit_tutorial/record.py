@@ -38,6 +38,7 @@ class RunRecord:
     note: str = ""  # what the run is, for people
     test_metrics: dict[str, Any] | None = None  # set once, when the chosen model is scored on the test set
     started_from: dict[str, Any] | None = None  # a warm start: the checkpoint it began from (`train.start_from`)
+    branched_from: dict[str, Any] | None = None  # a cooldown: the checkpoint of the run it continues (`runs.branch`)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `torch.save` and JSON: the configs as dicts."""

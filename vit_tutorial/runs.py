@@ -8,8 +8,10 @@ end), and `metrics.json` (the test-set score the command line adds). `RunFolder`
   one line naming the process that holds it;
 - a folder that holds a run is refused unless the run is resumed (`resume`) or replaced (`overwrite`,
   which first removes every file of the old run);
-- a run resumes only with the same configs (a lower `lr` or another `grad_clip` excepted, and recorded)
-  and on the same data.
+- a run resumes only with the same configs (a lower `lr`, another `grad_clip`, and more or fewer `epochs` for
+  a constant rate excepted, and recorded) and on the same data;
+- a cooldown (`branch`) continues a constant-rate run's checkpoint, weights, momentum, EMA and history, in a
+  folder of its own, with the same configs but for its length.
 
 `train_run` is what the command line and the sweep's workers call to train; `train_or_reuse` what the
 notebooks call: a finished run with the same configs if there is one, else a shipped record, else train.
@@ -43,8 +45,11 @@ RUNS_ENV = "VIT_TUTORIAL_RUNS"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 RECORDS = Path(__file__).parent / "pretrained"  # run records shipped with the package: <name>_run.json
 LAST, BEST, HISTORY, METRICS = "last.pt", "best.pt", "history.json", "metrics.json"
+SNAPSHOTS = "snapshots"  # epoch_NNNN.pt: copies of last.pt kept along the way (`fit(snapshot_every=...)`)
 LOCK = ".lock"
-RESUMABLE_CHANGES = ("lr", "grad_clip")  # what a resumed run may change, e.g. after a divergence
+# What a resumed run may change: the rate or clipping, e.g. after a divergence; the length of a constant-rate run.
+RESUMABLE_CHANGES = ("lr", "grad_clip", "epochs")
+BRANCH_CHANGES = ("epochs", "cooldown_epochs", "branch_from", "patience")  # what a cooldown sets for itself
 DATA_IDENTITY = ("source", "fingerprint", "val_size", "split_seed", "subset")
 
 
@@ -123,7 +128,11 @@ class RunFolder:
     def run_files(self) -> list[Path]:
         """The files of a run in this folder: checkpoints, history and every metrics file."""
         names = [self.path / name for name in (LAST, BEST, HISTORY, METRICS)]
-        return [path for path in names if path.exists()] + sorted(self.path.glob("metrics-*.json"))
+        kept = sorted(self.path.glob("metrics-*.json")) + sorted(self.path.glob(f"{SNAPSHOTS}/epoch_*.pt"))
+        return [path for path in names if path.exists()] + kept
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.path / SNAPSHOTS / f"epoch_{epoch:04d}.pt"
 
     @contextlib.contextmanager
     def writing(self, *, resume: bool, overwrite: bool) -> Iterator[RunFolder]:
@@ -169,6 +178,10 @@ class RunFolder:
     def save_last(self, run) -> Path:
         return save_checkpoint(self.last, run.last_state())
 
+    def save_snapshot(self, run) -> Path:
+        """A copy of `last.pt` that later epochs do not overwrite: a point to branch a cooldown from."""
+        return save_checkpoint(self.snapshot(run.record.epochs_run), run.last_state())
+
     def save_best(self, run) -> Path:
         """best.pt: the record and the best weights."""
         return save_checkpoint(self.best, run.best_state())
@@ -176,14 +189,7 @@ class RunFolder:
 
 def resumable_changes(path: Path, payload: dict[str, Any], config: TrainConfig, model_config: Any) -> dict[str, list]:
     """What a resume changes ({field: [then, now]}, only fields in RESUMABLE_CHANGES); refuses anything else."""
-    try:
-        stored = RunRecord.from_dict(payload)
-    except (ValueError, TypeError, KeyError):
-        stored = None
-    if stored is None or stored.model_config != model_config:
-        raise CheckpointError(
-            f"{shown(path)} holds another model configuration; resume with the same options or use a new --out"
-        )
+    stored = _stored_record(path, payload, model_config)
     then = stored.train_config
     changes = {
         k: [getattr(then, k), getattr(config, k)] for k in RESUMABLE_CHANGES if getattr(then, k) != getattr(config, k)
@@ -192,10 +198,88 @@ def resumable_changes(path: Path, payload: dict[str, Any], config: TrainConfig, 
         differing = [k for k in TrainConfig.__dataclass_fields__ if getattr(then, k) != getattr(config, k)]
         raise CheckpointError(
             f"{shown(path)} was written with another training configuration ({', '.join(differing)} differ); resume "
-            f"with the same options (only {' and '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} "
-            f"may change) or use a new --out"
+            f"with the same options (only --lr and --grad-clip may change, and --epochs of a constant rate) or use "
+            f"a new --out"
+        )
+    if "epochs" in changes and (then.schedule != "constant" or then.cooldown_epochs):
+        raise CheckpointError(
+            f"{shown(path)} was trained for {then.epochs} epochs on a {then.schedule} schedule"
+            f"{' with a cooldown' if then.cooldown_epochs else ''}, whose shape depends on its length; resume with "
+            f"--epochs {then.epochs} (only a constant rate can be extended)"
+        )
+    if config.epochs < stored.epochs_run:
+        raise CheckpointError(
+            f"{shown(path)} has already run {stored.epochs_run} epochs; "
+            f"resume with --epochs {stored.epochs_run} or more"
         )
     return changes
+
+
+def branch(run) -> None:
+    """Start `run` (a `train.Run` whose config has `branch_from`) as a cooldown of that checkpoint: its weights,
+    optimiser state (momentum), schedule position, EMA and history carry over; the best epoch is chosen
+    afresh among the cooldown's own epochs. The run's configuration must be the checkpoint's but for
+    `BRANCH_CHANGES`, its `epochs` the checkpoint's epochs plus `cooldown_epochs`.
+
+    Raises:
+        CheckpointError: the file is unreadable, not from a constant-rate run, has no optimiser state, was
+            trained with other options or on other data, or the epochs do not add up.
+    """
+    config = run.config
+    source = Path(config.branch_from)
+    payload = load_checkpoint(source)
+    stored = _stored_record(source, payload, config_of(run.model))
+    main = stored.train_config
+    if main.schedule != "constant" or main.cooldown_epochs or main.branch_from:
+        raise CheckpointError(
+            f"{shown(source)} is not from a constant-rate run (schedule {main.schedule}, cooldown_epochs "
+            f"{main.cooldown_epochs}); branch a cooldown from the main run's last.pt or one of its snapshots"
+        )
+    if "optimizer" not in payload or "scheduler" not in payload:
+        raise CheckpointError(
+            f"{shown(source)} holds weights only (a best.pt?); branch from the run's last.pt or a snapshot"
+        )
+    end = stored.epochs_run + config.cooldown_epochs
+    if config.epochs != end:
+        raise CheckpointError(
+            f"{shown(source)} ends after epoch {stored.epochs_run}, so a cooldown of {config.cooldown_epochs} "
+            f"epochs ends at epoch {end}: give --epochs {end}"
+        )
+    differing = [
+        k
+        for k in TrainConfig.__dataclass_fields__
+        if k not in BRANCH_CHANGES and getattr(main, k) != getattr(config, k)
+    ]
+    if differing:
+        raise CheckpointError(
+            f"{shown(source)} was trained with other options ({', '.join(differing)} differ); a cooldown takes the "
+            "main run's options, with --branch-from, --cooldown-epochs and --epochs"
+        )
+    check_same_data(source, payload.get("provenance") or {}, run.record.provenance)
+    try:
+        run.restore(payload, {})
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{shown(source)} cannot be continued ({first_line(error, 160)})") from None
+    run.restart_selection()
+    run.record.branched_from = {
+        "checkpoint": str(source),
+        "content_sha256": payload.get("content_sha256", ""),
+        "epochs_run": stored.epochs_run,
+        "val_accuracy": stored.history[-1]["val_accuracy"] if stored.history else None,
+    }
+
+
+def _stored_record(path: Path, payload: dict[str, Any], model_config: Any) -> RunRecord:
+    """The record in `payload`, which must be of a run of `model_config`."""
+    try:
+        stored = RunRecord.from_dict(payload)
+    except (ValueError, TypeError, KeyError):
+        stored = None
+    if stored is None or stored.model_config != model_config:
+        raise CheckpointError(
+            f"{shown(path)} holds another model configuration; use the same model options or another checkpoint"
+        )
+    return stored
 
 
 def check_same_data(path: Path, stored: dict, current: dict) -> None:
@@ -247,6 +331,7 @@ def train_run(
     compile: bool = False,
     precision: str = "auto",
     test: bool = True,
+    snapshot_every: int = 0,
 ):
     """Train `model` into the run folder `out` and, with `test`, score the chosen weights once on the test set
     (written to `out/metrics.json`): the command line's `train` and the sweep's workers (`test=False`).
@@ -276,6 +361,7 @@ def train_run(
             progress=progress,
             compile=compile,
             precision=precision,
+            snapshot_every=snapshot_every,
         )
     except KeyboardInterrupt as stop:
         kept = (

@@ -45,11 +45,19 @@ from .registry import architecture_of, config_of
 __all__ = ["EMA", "FitResult", "Run", "TrainStep", "fit", "lr_factor", "make_optimizer", "make_scheduler"]
 
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Multiplier of the peak learning rate at optimiser step `step` (0-based)."""
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str, cooldown_steps: int = 0) -> float:
+    """Multiplier of the peak learning rate at optimiser step `step` (0-based).
+
+    Linear warmup, then cosine decay to 0 over the remaining steps, or constant. A constant schedule with
+    `cooldown_steps` is warmup-stable-decay (Hägele et al. 2024): its last `cooldown_steps` steps decay the
+    rate to 0 in the shape `1 - sqrt(progress)`, which that paper found best of the shapes it tried.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
+        into_cooldown = step - (total_steps - cooldown_steps)
+        if cooldown_steps and into_cooldown >= 0:
+            return 1.0 - math.sqrt(min(into_cooldown / cooldown_steps, 1.0))
         return 1.0
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
@@ -58,33 +66,57 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warmup then cosine (or constant), as `lr_factor` describes."""
+    """Per-step warmup then cosine, constant, or constant then a cooldown, as `lr_factor` describes."""
     schedule = partial(
         lr_factor,
         warmup_steps=config.warmup_epochs * steps_per_epoch,
         total_steps=config.epochs * steps_per_epoch,
         schedule=config.schedule,
+        cooldown_steps=config.cooldown_epochs * steps_per_epoch,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def decays(name: str, param: torch.Tensor, scope: str) -> bool:
+    """Whether weight decay applies to the parameter `name` under `TrainConfig.decay_scope`: "matrices" is every
+    weight matrix but the CLS token and the position embeddings; "blocks" only the weight matrices inside the
+    encoder blocks (the MLP's, the attention output's and the fused query/key/value matrix, whose query and
+    key rows `make_optimizer` then spares); "blocks+head" those and the classifier's weight."""
+    if param.ndim < 2:  # biases and norms never decay
+        return False
+    if scope == "matrices":
+        return not name.endswith(("cls_token", "pos_embed"))
+    return name.startswith("blocks.") or (scope == "blocks+head" and name == "head.weight")
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig, capturable: bool = False) -> torch.optim.Optimizer:
-    """SGD (or AdamW) with weight decay on weight matrices only (not biases, norms, CLS token or position embeddings).
+    """SGD (or AdamW) with weight decay on the weights `decays` names for `config.decay_scope`.
 
     Frozen parameters (requires_grad False) are left out, so fine-tuning only the last blocks works.
-    With `config.qk_decay` other than 1, the attention's fused query/key/value matrices are decayed row by
-    row instead (`QueryKeyDecay`): their query and key rows by `qk_decay * weight_decay`, the value rows by
-    `weight_decay`. `capturable` (CUDA) makes a fused optimiser whose learning rate is a tensor on the
-    device, so that a CUDA graph of the step reads the schedule's current value instead of the one it was
-    captured with.
+    Where the query and key rows decay differently from the value rows (`qk_decay` other than 1, or a
+    `decay_scope` other than "matrices", which spares them), the attention's fused query/key/value
+    matrices are decayed row by row instead (`QueryKeyDecay`): their query and key rows by
+    `qk_decay * weight_decay` (0 outside "matrices"), the value rows by `weight_decay`. `capturable` (CUDA)
+    makes a fused optimiser whose learning rate is a tensor on the device, so that a CUDA graph of the step
+    reads the schedule's current value instead of the one it was captured with.
+
+    Raises:
+        ValueError: a `decay_scope` other than "matrices" for a model without the ViT's encoder blocks.
     """
-    row_wise = {id(weight) for weight, _ in query_key_weights(model)} if config.qk_decay != 1.0 else set()
+    scope = config.decay_scope
+    names = [name for name, _ in model.named_parameters()]
+    if scope != "matrices" and not any(name.startswith("blocks.") for name in names):
+        raise ValueError(
+            f"decay_scope {scope!r} names the encoder blocks of the book's ViT, which {type(model).__name__} does "
+            "not have; use decay_scope 'matrices'"
+        )
+    qk_factor = config.qk_decay if scope == "matrices" else 0.0
+    row_wise = {id(weight) for weight, _ in query_key_weights(model)} if qk_factor != 1.0 else set()
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            is_matrix = param.ndim >= 2 and not name.endswith(("cls_token", "pos_embed"))
-            (decay if is_matrix and id(param) not in row_wise else no_decay).append(param)
+            (decay if decays(name, param, scope) and id(param) not in row_wise else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     lr: float | torch.Tensor = config.lr
     if capturable:  # the learning rate lives on the device, where the captured step reads it
@@ -97,7 +129,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, capturable: bool = Fal
         extra = {"fused": True} if capturable else {}
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, **extra)
     if row_wise:
-        QueryKeyDecay(model, optimizer, config)
+        QueryKeyDecay(model, optimizer, config, qk_factor)
     return optimizer
 
 
@@ -105,18 +137,20 @@ class QueryKeyDecay:
     """Weight decay of the fused query/key/value matrices, row by row, run just before each optimiser step.
 
     SGD's weight decay adds `wd * w` to the gradient (before momentum); AdamW's shrinks the weight by
-    `lr * wd * w` (decoupled). This does the same with a per-row `wd`: `qk_decay * weight_decay` for the
+    `lr * wd * w` (decoupled). This does the same with a per-row `wd`: `qk_factor * weight_decay` for the
     query and key rows, `weight_decay` for the value rows. The matrices sit in the optimiser's group
     without decay, so nothing is decayed twice.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, qk_factor: float
+    ) -> None:
         self.decoupled = config.optimizer == "adamw"
         self.pairs = []
         for weight, d in query_key_weights(model):
             if weight.requires_grad:
                 rows = torch.full((weight.shape[0], 1), config.weight_decay, device=weight.device)
-                rows[: 2 * d] *= config.qk_decay
+                rows[: 2 * d] *= qk_factor
                 self.pairs.append((weight, rows))
         self.group = optimizer.param_groups[1]  # the learning rate these matrices are stepped with
         optimizer.register_step_pre_hook(self)
@@ -194,7 +228,7 @@ class TrainStep:
         if self.config.grad_clip > 0:
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.clipped += norm > self.config.grad_clip
-        self.optimizer.step()  # with qk_decay, QueryKeyDecay runs first
+        self.optimizer.step()  # QueryKeyDecay, if any, runs first
         if self.ema is not None:
             self.ema.update()
         self.loss_sum += loss.detach() * labels.shape[0]
@@ -268,6 +302,7 @@ def training_entry(epoch: int, lr: float, totals: dict[str, float], images: int,
         "lr": lr,
         **totals,
         "images": images,
+        "threads": torch.get_num_threads(),
         "train_images_per_second": images / seconds,
         "train_seconds": seconds,
     }
@@ -494,10 +529,18 @@ class Run:
         self.record.best_epoch, self.record.best_val_accuracy = stored.best_epoch, stored.best_val_accuracy
         self.record.epochs_run, self.record.wall_seconds = stored.epochs_run, stored.wall_seconds
         self.record.config_changes = stored.config_changes
+        self.record.branched_from = stored.branched_from
+        if stored.hardware and stored.hardware != self.record.hardware:  # resumed on another machine
+            changes = {**changes, "hardware": [stored.hardware, self.record.hardware]}
         if changes:
             self.record.config_changes.append({"from_epoch": stored.epochs_run + 1, **changes})
         self.best_weights = payload.get("best_model", _cpu_copy(self.evaluated))
         self.bad_epochs = payload.get("bad_epochs", 0)
+
+    def restart_selection(self) -> None:
+        """Choose the best epoch afresh from here on (a cooldown's best is one of its own epochs)."""
+        self.record.best_epoch, self.record.best_val_accuracy, self.bad_epochs = 0, -1.0, 0
+        self.best_weights = _cpu_copy(self.evaluated)
 
     def warn_if_uniform(self, entry: dict[str, Any]) -> None:
         """A warning when a layer's CLS attention has gone uniform during the run (`diagnostics.gone_uniform`),
@@ -561,6 +604,7 @@ def fit(
     log_epochs: bool = True,
     compile: bool = False,
     precision: str = "auto",
+    snapshot_every: int = 0,
 ) -> FitResult:
     """Train `model` on `data.train`, early-stop on `data.val`, and return it holding its best weights.
 
@@ -573,7 +617,10 @@ def fit(
     trains eagerly. `precision` "auto" is bfloat16 autocast where the device multiplies it natively
     (`devices.native_bf16`), else float32. Shuffling, augmentation and dropout are seeded per epoch, so
     a resumed run repeats the uninterrupted one exactly. With `config.ema`, validation, early stopping
-    and the saved best weights use the averaged weights.
+    and the saved best weights use the averaged weights. With `snapshot_every` N and `out_dir`, every Nth
+    epoch's `last.pt` is also kept as `snapshots/epoch_NNNN.pt`, a point a cooldown can branch from later.
+    With `config.branch_from`, the run is a cooldown that continues that checkpoint (`runs.branch`); its
+    best epoch is chosen among its own epochs.
 
     Raises:
         TrainingDivergedError: the loss or the weights became NaN or infinite; nothing non-finite is saved.
@@ -581,7 +628,7 @@ def fit(
             or `out_dir` holds a run and neither `resume` nor `overwrite` was given.
         RunInUseError: another process is writing to `out_dir`.
     """
-    from .runs import RunFolder, check_finite
+    from .runs import RunFolder, branch, check_finite
 
     device = select_device(device)
     graph = compile and device.type == "cuda"
@@ -592,6 +639,8 @@ def fit(
             if folder is None:
                 raise ValueError("resume=True needs out_dir, the folder holding last.pt")
             folder.resume(run)
+        elif config.branch_from:
+            branch(run)
         run.set_learning_rates()
         step: Any = run.step(compile_for(model, device) if compile else None)
         prefetcher = None
@@ -609,6 +658,8 @@ def fit(
             run.warn_if_uniform(entry)
             if folder is not None:
                 folder.save_last(run)
+                if snapshot_every and entry["epoch"] % snapshot_every == 0:
+                    folder.save_snapshot(run)
         model.load_state_dict(run.best_weights)
         checkpoint = folder.save_best(run) if folder is not None else None
     return FitResult(model, run.record, checkpoint)
