@@ -10,6 +10,9 @@ shared machine slows both sides alike. What it measures, on any device:
 - a whole epoch (`train.train_epoch` over `train.epoch_batches`: shuffling, the augmentation pipeline,
   forward, backward, clipping, optimiser, EMA, schedule) against the step alone on a fixed batch;
 - `--parallel N`: N recipes trained as one stacked model (`vit_tutorial.stacked`), images/s summed over them;
+- on the CPU, threads: one training step at batch 64, 128 and 256, float32 and bfloat16, with one thread
+  and with every core, interleaved (`--only threads` measures just that, for a machine paused for it), and
+  which to use per batch;
 
 and on CUDA also eager against compiled (`train --compile`: `torch.compile`, the whole step one CUDA graph,
 the next epoch prepared on a side stream), at batch 256, 512 and 1024. It prints the hardware and writes
@@ -122,6 +125,36 @@ def number_formats(device: torch.device, batch: int, repeats: int) -> list[dict[
 
         seconds = interleaved({f: (lambda f=f: infer(f)) for f in ("fp32", "bf16")}, repeats, device)
         rows += [_row("inference", f, size, size / v, 1000 * v, seconds["fp32"] / v) for f, v in seconds.items()]
+    return rows
+
+
+def cpu_threads(batches: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
+    """One training step at each batch size, float32 and bfloat16, with one thread and with every core,
+    timed in turns: which of the four to use."""
+    device, cores = torch.device("cpu"), torch.get_num_threads()
+    rows = []
+    for batch in batches:
+        data = synthetic_data(batch * 2, device)
+        config = TrainConfig(batch_size=batch, augment="none")
+        candidates = {}
+        for precision in ("fp32", "bf16") if native_bf16(device) else ("fp32",):
+            run = make_run(config, data, device, "fp32", graph=False)
+            run.model.train()
+            step = run.step()
+            images = torch.randn(batch, 3, 32, 32)
+            labels = torch.randint(0, 10, (batch,))
+            for threads in sorted({1, cores}):
+
+                def one(step=step, images=images, labels=labels, precision=precision, threads=threads) -> None:
+                    torch.set_num_threads(threads)
+                    with autocast(device, precision):
+                        step(images, labels, labels)
+
+                candidates[f"{precision}, {threads} thread{'s' if threads > 1 else ''}"] = one
+        seconds = interleaved(candidates, repeats, device)
+        first = next(iter(seconds.values()))
+        rows += [_row("train step, threads", f, batch, batch / v, 1000 * v, first / v) for f, v in seconds.items()]
+    torch.set_num_threads(cores)
     return rows
 
 
@@ -259,6 +292,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed turns of each comparison (default: 5)")
     parser.add_argument("--parallel", type=int, default=4, help="recipes in the stacked measurement (default: 4)")
     parser.add_argument("--json", type=Path, help="write the results here, and the table beside it (.md)")
+    parser.add_argument("--only", choices=("threads",), help="measure only this part")
     args = parser.parse_args()
     device = select_device(args.device)
     cuda = device.type == "cuda"
@@ -293,6 +327,10 @@ def main() -> None:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
             args.json.with_suffix(".md").write_text(markdown(results))
 
+    if device.type == "cpu":
+        add(cpu_threads((64, 128, 256), args.repeats))
+    if args.only == "threads":
+        return
     add(number_formats(device, 256, args.repeats))
     add(augmentations(device, args.repeats))
     precision = "bf16" if native_bf16(device) else "fp32"

@@ -130,7 +130,7 @@ def fit_stacked(
     Raises:
         ValueError: the recipes cannot be stacked (see `stackable`).
     """
-    from .runs import RunFolder, check_finite
+    from .runs import RunFolder, branch, check_finite
 
     if not stackable([(model.config, config) for model, config in zip(models, configs)]):
         raise ValueError("stacked recipes need the same ViT configuration, batch size and number of epochs")
@@ -144,6 +144,8 @@ def fit_stacked(
             held.enter_context(folder.writing(resume=resume and folder.last.is_file(), overwrite=overwrite))
             if resume and folder.last.is_file():
                 folder.resume(run)
+            elif run.config.branch_from:
+                branch(run)
             run.set_learning_rates()
         results: dict[int, FitResult] = {}
         while len(results) < len(runs):
