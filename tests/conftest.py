@@ -11,9 +11,24 @@ import pytest
 import torch
 
 from vit_tutorial import TrainConfig, ViTConfig
+from vit_tutorial.config import RunOptions
 from vit_tutorial.data import CIFAR10, CLASSES, Split
+from vit_tutorial.diagnostics import Diagnostics
+from vit_tutorial.registry import build_model
+from vit_tutorial.train import fit
 
 TINY = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)
+# one epoch of a history, as a file holds it (the fields every entry has)
+ENTRY = {
+    "epoch": 1,
+    "lr": 0.05,
+    "train_loss": 2.2,
+    "train_accuracy": 0.15,
+    "val_loss": 2.1,
+    "val_accuracy": 0.2,
+    "seconds": 1.5,
+    "images_per_second": 100.0,
+}
 
 
 def make_split(n: int, seed: int = 0) -> Split:
@@ -26,6 +41,29 @@ def make_split(n: int, seed: int = 0) -> Split:
         row, col = divmod(label, 4)
         images[i, :, row * 8 : row * 8 + 8, col * 8 : col * 8 + 8] = 250
     return Split(images.clamp(0, 255).to(torch.uint8), labels)
+
+
+def train_tiny(data, config, *, out_dir=None, on_epoch=None, model=None, diagnostics=None, **options):
+    """`fit` on a fresh tiny model (or on `model`), on the CPU, without progress bars; `options` are RunOptions."""
+    model = model if model is not None else build_model(TINY)
+    run_options = RunOptions(device="cpu", progress=False, **options)
+    return fit(model, data, config, out_dir=out_dir, on_epoch=on_epoch, diagnostics=diagnostics, options=run_options)
+
+
+class InterruptedDiagnostics(Diagnostics):
+    """A run's diagnostics that stop it with Ctrl-C while epoch `epoch` (1-based) is measured: after the epoch
+    trained, before it is saved."""
+
+    def __init__(self, data: CIFAR10, epoch: int) -> None:
+        base = Diagnostics.for_run(TINY, data)
+        super().__init__(base.probe, base.clean)
+        self.epoch, self.calls = epoch, 0
+
+    def __call__(self, model, device, precision="fp32"):
+        self.calls += 1
+        if self.calls == self.epoch:
+            raise KeyboardInterrupt
+        return super().__call__(model, device, precision)
 
 
 @pytest.fixture

@@ -20,8 +20,12 @@ from vit_tutorial.augment import (
     random_erasing,
     trivial_augment,
 )
+from vit_tutorial.config import RunOptions
+from vit_tutorial.devices import autocast
+from vit_tutorial.evaluate import loss_and_accuracy
+from vit_tutorial.optim import EMA, make_optimizer
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import EMA, TrainStep, fit, make_optimizer
+from vit_tutorial.train import TrainStep, fit
 
 from .conftest import TINY, make_split
 
@@ -164,20 +168,21 @@ def test_ema_follows_its_formula():
         torch.testing.assert_close(ema.model.state_dict()[name], 0.9 * before[name] + 0.1 * value)
 
 
-def test_with_ema_validation_and_best_weights_are_the_averaged_ones(
-    fake_data, quick_train_config, tmp_path, monkeypatch
-):
-    import vit_tutorial.train as train_module
-
-    seen = []
-    real_validate = train_module.validate
-    monkeypatch.setattr(
-        train_module, "validate", lambda model, *a, **k: seen.append(model) or real_validate(model, *a, **k)
-    )
+def test_with_ema_validation_and_best_weights_are_the_averaged_ones(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=2, ema=0.5, augment="trivialaugment", random_erasing=0.25)
     model = build_model(TINY)
-    result = fit(model, fake_data, config, device="cpu", out_dir=tmp_path, progress=False)
-    assert all(m is not model for m in seen)  # the EMA copy was validated
+    validated = []
+
+    def check(run, entry):  # what the epoch's validation measured is the averaged copy's loss, not the model's
+        with autocast(run.device, run.precision):
+            validated.append(
+                [entry.val_loss == loss_and_accuracy(m, fake_data.val, run.device)[0] for m in (run.ema.model, model)]
+            )
+
+    result = fit(
+        model, fake_data, config, out_dir=tmp_path, options=RunOptions(device="cpu", progress=False), on_epoch=check
+    )
+    assert validated == [[True, False], [True, False]]
     from vit_tutorial.checkpoint import load_checkpoint
 
     last = load_checkpoint(tmp_path / "last.pt")
@@ -187,7 +192,11 @@ def test_with_ema_validation_and_best_weights_are_the_averaged_ones(
             torch.testing.assert_close(value, last["ema"][name])
             assert not torch.equal(value, last["model"][name])
     resumed = fit(
-        build_model(TINY), fake_data, config.replace(epochs=3), device="cpu", out_dir=tmp_path / "r", progress=False
+        build_model(TINY),
+        fake_data,
+        config.replace(epochs=3),
+        out_dir=tmp_path / "r",
+        options=RunOptions(device="cpu", progress=False),
     )
     assert len(resumed.history) == 3
 

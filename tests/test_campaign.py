@@ -11,18 +11,15 @@ from vit_tutorial import ResNetConfig, TrainConfig
 from vit_tutorial.checkpoint import load_checkpoint
 from vit_tutorial.data import normalize
 from vit_tutorial.errors import CheckpointError
+from vit_tutorial.optim import lr_factor, make_optimizer
+from vit_tutorial.parameters import decay_for, decays
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import decays, fit, lr_factor, make_optimizer
 
-from .conftest import TINY, make_split
+from .conftest import TINY, InterruptedDiagnostics, make_split, train_tiny
 
 CONSTANT = TrainConfig(
     epochs=3, batch_size=50, lr=0.05, warmup_epochs=1, schedule="constant", patience=0, val_size=60, ema=0.9
 )
-
-
-def train_tiny(data, config, **options):
-    return fit(build_model(TINY), data, config, device="cpu", progress=False, log_epochs=False, **options)
 
 
 def test_a_cooldown_decays_the_last_steps_to_zero_in_the_one_minus_sqrt_shape():
@@ -62,7 +59,7 @@ def test_blocks_scope_decays_values_but_spares_queries_keys_and_everything_outsi
     config = TrainConfig(weight_decay=0.1, lr=0.1, decay_scope="blocks")
     model = build_model(TINY)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, decay_for(model, config))
     images, labels = normalize(make_split(10).images), torch.arange(10)
     for _ in range(3):
         optimizer.zero_grad()
@@ -84,7 +81,7 @@ def test_blocks_scope_decays_values_but_spares_queries_keys_and_everything_outsi
 
 def test_blocks_scope_is_refused_for_a_model_without_the_vits_blocks():
     with pytest.raises(ValueError, match="matrices"):
-        make_optimizer(build_model(ResNetConfig()), TrainConfig(decay_scope="blocks"))
+        decay_for(build_model(ResNetConfig()), TrainConfig(decay_scope="blocks"))
 
 
 def test_snapshots_keep_every_nth_epoch(fake_data, tmp_path):
@@ -115,12 +112,12 @@ def test_a_cooldown_continues_the_main_run_exactly_where_it_stopped(fake_data, t
     cooldown = main.replace(cooldown_epochs=2, branch_from=str(snapshot))
     result = train_tiny(fake_data, cooldown, out_dir=tmp_path / "cooldown")
     history = result.history
-    assert [e["epoch"] for e in history] == [1, 2, 3, 4]
+    assert [e.epoch for e in history] == [1, 2, 3, 4]
     reference = load_checkpoint(tmp_path / "main" / "last.pt")["history"]
-    assert history[:2] == reference[:2]  # carried over
+    assert [entry.to_dict() for entry in history[:2]] == reference[:2]  # carried over
     # epoch 3 of the cooldown starts at the full rate, where the main run's epoch 3 did: same first rate
-    assert history[2]["lr"] == reference[2]["lr"]
-    assert history[3]["lr"] < reference[3]["lr"]  # then decays
+    assert history[2].lr == reference[2]["lr"]
+    assert history[3].lr < reference[3]["lr"]  # then decays
     assert result.record.branched_from["epochs_run"] == 2
     assert result.best_epoch in (3, 4)  # chosen among the cooldown's own epochs
     stored = load_checkpoint(tmp_path / "cooldown" / "best.pt")
@@ -136,9 +133,9 @@ def test_a_branched_cooldown_equals_a_run_that_planned_it_from_the_start(fake_da
     branch = planned.replace(branch_from=str(tmp_path / "main" / "last.pt"))
     branched = train_tiny(fake_data, branch, out_dir=tmp_path / "cooldown")
     for a, b in zip(whole.history, branched.history):
-        assert a["lr"] == b["lr"]
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a.lr == b.lr
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+        assert a.val_accuracy == b.val_accuracy
     planned_last = load_checkpoint(tmp_path / "planned" / "last.pt")
     branched_last = load_checkpoint(tmp_path / "cooldown" / "last.pt")
     for key in ("model", "ema"):
@@ -174,31 +171,19 @@ def test_a_cooldown_refuses_a_cosine_run_and_a_best_checkpoint(fake_data, tmp_pa
         train_tiny(fake_data, branch)
 
 
-def test_an_interrupted_cooldown_resumes_from_its_own_last_epoch_and_matches(fake_data, tmp_path, monkeypatch):
-    from vit_tutorial import train as train_module
-
+def test_an_interrupted_cooldown_resumes_from_its_own_last_epoch_and_matches(fake_data, tmp_path):
     main = CONSTANT.replace(epochs=2)
     train_tiny(fake_data, main, out_dir=tmp_path / "main")
     cooldown = main.replace(epochs=5, cooldown_epochs=3, branch_from=str(tmp_path / "main" / "last.pt"))
     whole = train_tiny(fake_data, cooldown, out_dir=tmp_path / "whole")
-
-    real_validate, calls = train_module.validate, []
-
-    def interrupting_validate(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # in the cooldown's second epoch (its first finished and was saved)
-            raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", interrupting_validate)
+    # stopped while the cooldown's second epoch is measured (its first finished and was saved)
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(fake_data, cooldown, out_dir=tmp_path / "cut")
+        train_tiny(fake_data, cooldown, out_dir=tmp_path / "cut", diagnostics=InterruptedDiagnostics(fake_data, 2))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epochs_run"] == 3
-    monkeypatch.setattr(train_module, "validate", real_validate)
     resumed = train_tiny(fake_data, cooldown, out_dir=tmp_path / "cut", resume=True)
-    assert [e["epoch"] for e in resumed.history] == [1, 2, 3, 4, 5]
+    assert [e.epoch for e in resumed.history] == [1, 2, 3, 4, 5]
     for a, b in zip(whole.history, resumed.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+        assert a.val_accuracy == b.val_accuracy
     assert resumed.record.branched_from == whole.record.branched_from
     assert resumed.best_epoch == whole.best_epoch

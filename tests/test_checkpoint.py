@@ -5,14 +5,16 @@ import torch
 
 from vit_tutorial import CheckpointError, ViT
 from vit_tutorial.checkpoint import load_checkpoint, load_model, save_checkpoint
+from vit_tutorial.config import RunOptions
 from vit_tutorial.pretrained import PRETRAINED, load_pretrained
+from vit_tutorial.record import EpochEntry
 
-from .conftest import TINY
+from .conftest import ENTRY, TINY
 
 
 def _save(path, model):
     return save_checkpoint(
-        path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [{"epoch": 1}]}
+        path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [ENTRY]}
     )
 
 
@@ -24,7 +26,7 @@ def test_round_trip_restores_identical_predictions(tmp_path):
     images = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(images), model(images))
     payload = load_checkpoint(tmp_path / "m.pt")
-    assert payload["version"] and payload["history"] == [{"epoch": 1}]
+    assert payload["version"] and payload["history"] == [ENTRY]
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -74,7 +76,7 @@ def test_load_pretrained_explains_when_no_checkpoint_is_shipped(monkeypatch, tmp
     _save(tmp_path / "absent.pt", model)
     loaded = pretrained.load_pretrained()
     assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
-    assert pretrained.pretrained_record().history == [{"epoch": 1}]
+    assert pretrained.pretrained_record().history == [EpochEntry(**ENTRY)]
 
 
 def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_path, monkeypatch, fake_data):
@@ -94,7 +96,9 @@ def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_p
     monkeypatch.setattr(ship, "PRETRAINED", shipped)
     monkeypatch.setattr(pretrained, "PRETRAINED", shipped)
     config = TrainConfig(epochs=1, batch_size=50, warmup_epochs=0, val_size=60)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", out_dir=tmp_path / "run", progress=False)
+    result = fit(
+        build_model(TINY), fake_data, config, out_dir=tmp_path / "run", options=RunOptions(device="cpu", progress=False)
+    )
     metrics = {**evaluate(result.model, fake_data.test), "provenance": fake_data.provenance}
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ValueError, match="measured on 60 images"):
@@ -107,7 +111,7 @@ def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_p
     assert info.history == result.history and info.test_metrics["num_images"] == 10_000
     # a warm start ships its starting checkpoint by file name, not by a path on the machine that trained it
     warm = config.replace(init_from=str(tmp_path / "run" / "best.pt"))
-    fit(build_model(TINY), fake_data, warm, device="cpu", out_dir=tmp_path / "warm", progress=False)
+    fit(build_model(TINY), fake_data, warm, out_dir=tmp_path / "warm", options=RunOptions(device="cpu", progress=False))
     (tmp_path / "warm" / "metrics.json").write_text(json.dumps(metrics))
     ship.ship(tmp_path / "warm", "a warm start")
     info = pretrained.pretrained_record()

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from vit_tutorial import TrainConfig
 from vit_tutorial.data import normalize
 from vit_tutorial.devices import autocast, native_bf16, resolve_precision, select_device
+from vit_tutorial.optim import make_optimizer
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import make_optimizer
 
 from .conftest import TINY, make_split
 

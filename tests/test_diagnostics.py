@@ -7,12 +7,15 @@ import torch
 
 from vit_tutorial import TrainConfig, ViT
 from vit_tutorial.attention import cls_spread, flat_threshold
+from vit_tutorial.config import RunOptions
 from vit_tutorial.data import normalize
-from vit_tutorial.diagnostics import gone_uniform, measure, qk_norms, query_key_weights, uniform_layers
+from vit_tutorial.diagnostics import Diagnostics, gone_uniform, measure, qk_norms, uniform_layers
+from vit_tutorial.parameters import query_key_weights
+from vit_tutorial.record import EpochEntry
 from vit_tutorial.registry import build_model
 from vit_tutorial.train import fit
 
-from .conftest import TINY, make_split
+from .conftest import ENTRY, TINY, make_split
 
 
 def test_query_and_key_rows_are_found_in_both_attention_layouts():
@@ -37,16 +40,16 @@ def test_a_layer_without_query_and_key_weights_attends_uniformly_and_is_named():
     found = measure(model, probe=make_split(20).images, clean=make_split(20), device=torch.device("cpu"))
     assert len(found["cls_spread"]) == 3 and found["cls_spread"][1] == pytest.approx(0.0, abs=1e-6)
     assert found["cls_spread"][0] > flat_threshold(17) and 0 <= found["train_clean_accuracy"] <= 1
-    assert uniform_layers(found, num_tokens=17) == [2]
+    assert uniform_layers(found["cls_spread"], num_tokens=17) == [2]
 
 
 def test_every_epoch_records_the_diagnostics(fake_data):
     config = TrainConfig(epochs=2, batch_size=50, warmup_epochs=0, val_size=60, grad_clip=0.01)
-    result = fit(build_model(TINY), fake_data, config, device="cpu", progress=False, log_epochs=False)
+    result = fit(build_model(TINY), fake_data, config, options=RunOptions(device="cpu", progress=False, log=False))
     for entry in result.history:
-        assert len(entry["qk_norms"]) == TINY.depth and len(entry["cls_spread"]) == TINY.depth
-        assert 0 <= entry["train_clean_accuracy"] <= 1
-        assert entry["clipped"] == 1.0  # a clip at 0.01 clips every step
+        assert len(entry.qk_norms) == TINY.depth and len(entry.cls_spread) == TINY.depth
+        assert 0 <= entry.train_clean_accuracy <= 1
+        assert entry.clipped == 1.0  # a clip at 0.01 clips every step
 
 
 def test_only_a_layer_that_went_uniform_is_reported():
@@ -54,31 +57,38 @@ def test_only_a_layer_that_went_uniform_is_reported():
     once a layer had attended, or once its query/key weights shrank to a tenth of where they started."""
     flat, sharp = 0.0001, 0.05
     history = [
-        {"cls_spread": [sharp, flat, flat], "qk_norms": [[2.5, 2.5], [2.5, 2.5], [2.5, 2.5]]},
-        {"cls_spread": [flat, flat, flat], "qk_norms": [[2.0, 2.0], [2.4, 2.4], [0.2, 0.2]]},
+        EpochEntry(**ENTRY, cls_spread=[sharp, flat, flat], qk_norms=[[2.5, 2.5], [2.5, 2.5], [2.5, 2.5]]),
+        EpochEntry(**ENTRY, cls_spread=[flat, flat, flat], qk_norms=[[2.0, 2.0], [2.4, 2.4], [0.2, 0.2]]),
     ]
-    assert uniform_layers(history[-1], 17) == [1, 2, 3]
+    assert uniform_layers(history[-1].cls_spread, 17) == [1, 2, 3]
     assert gone_uniform(history, 17) == [1, 3]  # 1 attended before; 3's queries and keys collapsed
     assert gone_uniform(history[:1], 17) == []  # the first epoch: nothing went anywhere yet
 
 
-def test_training_warns_once_when_a_layer_goes_uniform(fake_data, monkeypatch):
-    import vit_tutorial.train as train_module
+class Collapsing(Diagnostics):
+    """Layer 2 attends in the first epoch, then goes flat."""
 
-    config = TrainConfig(epochs=3, batch_size=50, warmup_epochs=0, val_size=60)
-    real_measure = train_module.measure
+    calls = 0
 
-    def collapsing(model, **kwargs):  # layer 2 attends in epoch 1, then goes flat
-        found = real_measure(model, **kwargs)
-        found["cls_spread"][1] = 0.2 if len(calls) == 0 else 0.0
-        calls.append(1)
+    def __call__(self, model, device, precision="fp32"):
+        found = super().__call__(model, device, precision)
+        found["cls_spread"][1] = 0.2 if self.calls == 0 else 0.0
+        self.calls += 1
         return found
 
-    calls: list[int] = []
-    monkeypatch.setattr(train_module, "measure", collapsing)
+
+def test_training_warns_once_when_a_layer_goes_uniform(fake_data):
+    config = TrainConfig(epochs=3, batch_size=50, warmup_epochs=0, val_size=60)
+    base = Diagnostics.for_run(TINY, fake_data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit(build_model(TINY), fake_data, config, device="cpu", progress=False, log_epochs=False)
+        fit(
+            build_model(TINY),
+            fake_data,
+            config,
+            diagnostics=Collapsing(base.probe, base.clean),
+            options=RunOptions(device="cpu", progress=False, log=False),
+        )
     uniform = [w for w in caught if "gone uniform" in str(w.message)]
     assert (
         len(uniform) == 1 and "epoch 2" in str(uniform[0].message) and "layer(s) 2 (q/k norm" in str(uniform[0].message)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from vit_tutorial import CheckpointError, TrainConfig
 from vit_tutorial.checkpoint import save_checkpoint
+from vit_tutorial.config import RunOptions
 from vit_tutorial.distill import distillation_loss, load_teacher
 from vit_tutorial.registry import build_model
 from vit_tutorial.train import fit
@@ -35,7 +36,12 @@ def test_teacher_and_mode_go_together():
 
 
 def test_a_run_learns_from_a_frozen_teacher(fake_data, quick_train_config, tmp_path):
-    teacher = fit(build_model(TINY), fake_data, quick_train_config.replace(epochs=4), device="cpu", progress=False)
+    teacher = fit(
+        build_model(TINY),
+        fake_data,
+        quick_train_config.replace(epochs=4),
+        options=RunOptions(device="cpu", progress=False),
+    )
     path = save_checkpoint(
         tmp_path / "teacher.pt", {"model_config": TINY.to_dict(), "model": teacher.model.state_dict()}
     )
@@ -43,9 +49,20 @@ def test_a_run_learns_from_a_frozen_teacher(fake_data, quick_train_config, tmp_p
     loaded = load_teacher(path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     config = quick_train_config.replace(epochs=2, distillation="soft", teacher=str(path), mixup=0.5)
-    result = fit(build_model(TINY, seed=1), fake_data, config, device="cpu", progress=False, out_dir=tmp_path / "s")
-    assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
+    result = fit(
+        build_model(TINY, seed=1),
+        fake_data,
+        config,
+        out_dir=tmp_path / "s",
+        options=RunOptions(device="cpu", progress=False),
+    )
+    assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(h.train_loss)) for h in result.history)
     for name, value in load_teacher(path).state_dict().items():
         assert torch.equal(value, before[name])
     with pytest.raises(CheckpointError, match="no checkpoint at"):
-        fit(build_model(TINY), fake_data, config.replace(teacher=str(tmp_path / "none.pt")), device="cpu")
+        fit(
+            build_model(TINY),
+            fake_data,
+            config.replace(teacher=str(tmp_path / "none.pt")),
+            options=RunOptions(device="cpu"),
+        )

@@ -8,10 +8,11 @@ import torch
 from vit_tutorial import TrainConfig
 from vit_tutorial.attention import attend, attention_overlay, cls_attention
 from vit_tutorial.checkpoint import load_model
-from vit_tutorial.config import FineTuneConfig
+from vit_tutorial.config import FineTuneConfig, RunOptions
 from vit_tutorial.errors import WeightsUnavailableError
 from vit_tutorial.finetune import FineTunedViT, load_imagenet_weights, weights_file
-from vit_tutorial.train import fit, make_optimizer
+from vit_tutorial.optim import make_optimizer
+from vit_tutorial.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_fine_tunes_with_the_shared_trainer_and_reloads(model, fake_data, tmp_pa
     )
     head_before = model.backbone.heads.head.weight.clone()
     frozen_before = model.backbone.conv_proj.weight.clone()
-    result = fit(model, data, config, device="cpu", out_dir=tmp_path, progress=False, log_epochs=False)
+    result = fit(model, data, config, out_dir=tmp_path, options=RunOptions(device="cpu", progress=False, log=False))
     assert not torch.equal(model.backbone.heads.head.weight, head_before)
     assert torch.equal(model.backbone.conv_proj.weight, frozen_before)
     loaded = load_model(result.checkpoint)

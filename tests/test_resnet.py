@@ -5,9 +5,10 @@ import torch
 
 from vit_tutorial import ResNet, ResNetConfig, TrainConfig, ViT, ViTConfig, count_parameters
 from vit_tutorial.checkpoint import load_model, save_checkpoint
+from vit_tutorial.config import RunOptions
 from vit_tutorial.errors import CheckpointError
+from vit_tutorial.records import find_finished_run
 from vit_tutorial.registry import architecture_of, build_model
-from vit_tutorial.runs import find_finished_run
 from vit_tutorial.train import fit
 
 
@@ -39,13 +40,11 @@ def test_shared_trainer_learns_and_checkpoint_rebuilds_a_resnet(fake_data, tmp_p
         build_model(ResNetConfig(), seed=0),
         data,
         config,
-        device="cpu",
         out_dir=tmp_path / "run",
-        progress=False,
-        log_epochs=False,
+        options=RunOptions(device="cpu", progress=False, log=False),
     )
     assert len(result.history) == 2
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1].train_loss < result.history[0].train_loss
     loaded = load_model(result.checkpoint)
     assert isinstance(loaded, ResNet)
     images = torch.randn(3, 3, 32, 32)

@@ -5,17 +5,11 @@ import json
 import pytest
 import torch
 
-from vit_tutorial import CheckpointError, pretrained, runs
+from vit_tutorial import CheckpointError, pretrained, records, run_folder, runs
 from vit_tutorial.checkpoint import load_checkpoint
-from vit_tutorial.registry import build_model
-from vit_tutorial.train import fit
+from vit_tutorial.config import RunOptions
 
-from .conftest import TINY, TINY_ARGS, one_clean_line, run, train_args
-
-
-def train_tiny(data, config, **options):
-    """`fit` on a fresh tiny model, on the CPU, without progress bars."""
-    return fit(build_model(TINY), data, config, device="cpu", progress=False, **options)
+from .conftest import TINY, TINY_ARGS, one_clean_line, run, train_args, train_tiny
 
 
 def test_a_folder_holding_a_run_is_refused_unless_overwritten(fake_data, quick_train_config, tmp_path):
@@ -50,20 +44,20 @@ def test_a_finished_run_is_found_only_with_identical_configs(fake_data, quick_tr
     monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
     config = quick_train_config.replace(epochs=1)
     train_tiny(fake_data, config, out_dir=tmp_path / "runs" / "a")
-    found = runs.find_finished_run(TINY, config, tmp_path / "runs")
+    found = records.find_finished_run(TINY, config, tmp_path / "runs")
     assert found is not None and found.path.name == "best.pt" and len(found.history) == 1
-    assert runs.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
-    assert runs.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
+    assert records.find_finished_run(TINY, config.replace(lr=0.2), tmp_path / "runs") is None
+    assert records.find_finished_run(TINY.replace(depth=3), config, tmp_path / "runs") is None
 
 
 def test_runs_dir_is_the_checkouts_unless_the_environment_names_one(tmp_path, monkeypatch):
     monkeypatch.delenv("VIT_TUTORIAL_RUNS", raising=False)
-    checkout = runs.runs_dir().parent
-    assert (checkout / "pyproject.toml").is_file() and runs.runs_dir().name == "runs"
+    checkout = run_folder.runs_dir().parent
+    assert (checkout / "pyproject.toml").is_file() and run_folder.runs_dir().name == "runs"
     monkeypatch.chdir(tmp_path)  # a notebook's working directory is notebooks/, not the checkout
-    assert runs.runs_dir() == checkout / "runs"
+    assert run_folder.runs_dir() == checkout / "runs"
     monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "elsewhere"))
-    assert runs.runs_dir() == tmp_path / "elsewhere"
+    assert run_folder.runs_dir() == tmp_path / "elsewhere"
 
 
 def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
@@ -74,17 +68,17 @@ def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
     config = quick_train_config.replace(epochs=2)
     result = train_tiny(fake_data, config, out_dir=tmp_path / "run")
     payload = load_checkpoint(tmp_path / "run" / "best.pt")
-    record = runs.run_record(payload, result.model, fake_data, note="tiny")
-    path = runs.write_run_record(record, "tiny", tmp_path)
-    loaded = runs.load_run_record("tiny", tmp_path)
+    record = records.run_record(payload, result.model, fake_data, note="tiny")
+    path = records.write_run_record(record, "tiny", tmp_path)
+    loaded = records.load_run_record("tiny", tmp_path)
     assert loaded.history == result.history and loaded.record.note == "tiny" and loaded.model is None
     assert "model" not in json.loads(path.read_text())
     assert torch.equal(loaded.test_predictions, predict_logits(result.model, fake_data.test).argmax(1))
     assert loaded.record.test_metrics["num_images"] == len(fake_data.test) and path.stat().st_size < 50_000
-    assert runs.load_run_record("absent", tmp_path) is None
+    assert records.load_run_record("absent", tmp_path) is None
     path.write_text("{")
     with pytest.raises(CheckpointError, match="not a readable run record"):
-        runs.load_run_record("tiny", tmp_path)
+        records.load_run_record("tiny", tmp_path)
 
 
 def test_a_run_that_predates_the_diagnostics_gets_those_of_its_kept_weights(fake_data, quick_train_config, tmp_path):
@@ -97,14 +91,14 @@ def test_a_run_that_predates_the_diagnostics_gets_those_of_its_kept_weights(fake
     payload["history"] = [
         {k: v for k, v in h.items() if k not in ("qk_norms", "cls_spread")} for h in payload["history"]
     ]
-    best = runs.run_record(payload, result.model, fake_data)["history"][payload["best_epoch"] - 1]
+    best = records.run_record(payload, result.model, fake_data)["history"][payload["best_epoch"] - 1]
     assert best["measured_after_training"] is True and best["qk_norms"] == qk_norms(result.model)
     # measured in float32 (the run measured them in its own precision, bf16 on this CPU)
     spread = cls_spread(attend(result.model, fake_data.val.images[:PROBE_IMAGES])[1]).tolist()
     assert best["cls_spread"] == pytest.approx(spread, abs=1e-6)
     assert best["cls_spread"] == pytest.approx(recorded["cls_spread"], rel=0.3)
     # a run that recorded them keeps its own, unmarked
-    kept = runs.run_record(load_checkpoint(tmp_path / "run" / "best.pt"), result.model, fake_data)
+    kept = records.run_record(load_checkpoint(tmp_path / "run" / "best.pt"), result.model, fake_data)
     assert "measured_after_training" not in kept["history"][payload["best_epoch"] - 1]
 
 
@@ -219,10 +213,10 @@ def test_a_killed_run_never_blocks_the_next(fake_data, quick_train_config, tmp_p
 def test_two_writers_of_one_folder_in_one_process_are_refused_too(tmp_path):
     from vit_tutorial.errors import RunInUseError
 
-    with runs.locked(tmp_path / "run"), pytest.raises(RunInUseError, match=r"in use by process \d+"):  # noqa: SIM117
-        with runs.locked(tmp_path / "run"):
+    with run_folder.locked(tmp_path / "run"), pytest.raises(RunInUseError, match=r"in use by process \d+"):  # noqa: SIM117
+        with run_folder.locked(tmp_path / "run"):
             pass
-    with runs.locked(tmp_path / "run"):  # released when the first writer is done
+    with run_folder.locked(tmp_path / "run"):  # released when the first writer is done
         pass
 
 
@@ -234,14 +228,14 @@ def test_train_or_reuse_reuses_a_finished_run_then_a_record_then_trains_and_resu
     config = quick_train_config.replace(epochs=2)
     said = []
     trained = runs.train_or_reuse(
-        TINY, config, fake_data, folder="first", log=said.append, device="cpu", progress=False
+        TINY, config, fake_data, folder="first", log=said.append, options=RunOptions(device="cpu", progress=False)
     )
     assert trained.model is not None and len(trained.history) == 2 and "trained here" in said[-1]
     again = runs.train_or_reuse(TINY, config, fake_data, folder="other", log=said.append)
     assert "reusing" in said[-1] and again.path == tmp_path / "runs" / "first" / "best.pt"
     payload = load_checkpoint(again.path)
-    runs.write_run_record(runs.run_record(payload, again.model, fake_data, "tiny"), "tiny", tmp_path / "records")
-    monkeypatch.setattr(runs, "RECORDS", tmp_path / "records")
+    records.write_run_record(records.run_record(payload, again.model, fake_data, "tiny"), "tiny", tmp_path / "records")
+    monkeypatch.setattr(records, "RECORDS", tmp_path / "records")
     other = config.replace(lr=0.2)
     shipped = runs.train_or_reuse(TINY, other, fake_data, folder="second", record="tiny", log=said.append)
     assert shipped.model is None and shipped.test_predictions is not None and "run record" in said[-1]
@@ -254,5 +248,7 @@ def test_train_or_reuse_reuses_a_finished_run_then_a_record_then_trains_and_resu
     from vit_tutorial.checkpoint import save_checkpoint
 
     save_checkpoint(interrupted / "last.pt", last)
-    resumed = runs.train_or_reuse(TINY, other, fake_data, folder="third", log=said.append, device="cpu", progress=False)
-    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    resumed = runs.train_or_reuse(
+        TINY, other, fake_data, folder="third", log=said.append, options=RunOptions(device="cpu", progress=False)
+    )
+    assert [h.epoch for h in resumed.history] == [1, 2]

@@ -63,7 +63,7 @@ def test_sweep_trains_ranks_reports_failures_and_skips_finished_recipes(tmp_path
     assert (out / "winner.pt").read_bytes() == (out / rows[0]["recipe"] / "best.pt").read_bytes()
     assert not (out / "light" / "metrics.json").exists()  # the sweep never evaluates on the test set
 
-    from vit_tutorial.runs import load_sweep_record, sweep_record, write_sweep_record
+    from vit_tutorial.records import load_sweep_record, sweep_record, write_sweep_record
 
     record = sweep_record(json.loads((out / "results.json").read_text()), "grid.toml", "tiny")
     write_sweep_record(record, "tiny", tmp_path / "records")

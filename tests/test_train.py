@@ -6,20 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_tutorial import TrainConfig, TrainingDivergedError, ViT
-from vit_tutorial import train as train_module
+from vit_tutorial import TrainConfig, TrainingDivergedError, ViT, run_state
 from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
+from vit_tutorial.config import RunOptions
 from vit_tutorial.data import normalize
+from vit_tutorial.devices import resolve_precision
 from vit_tutorial.errors import CheckpointError
+from vit_tutorial.optim import lr_factor, make_optimizer
+from vit_tutorial.parameters import decay_for
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import fit, lr_factor, make_optimizer
+from vit_tutorial.run_state import Run
+from vit_tutorial.train import fit, train_runs
 
-from .conftest import TINY, make_split
-
-
-def train_tiny(data, config, **options):
-    """`fit` on a fresh tiny model, on the CPU, without progress bars."""
-    return fit(build_model(TINY), data, config, device="cpu", progress=False, **options)
+from .conftest import TINY, InterruptedDiagnostics, make_split, train_tiny
 
 
 def test_tiny_model_overfits_one_batch():
@@ -58,9 +57,9 @@ def test_weight_decay_skips_biases_norms_and_embeddings():
 def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=12, batch_size=25, lr=0.1)
     result = train_tiny(fake_data, config, out_dir=tmp_path)
-    assert [h["epoch"] for h in result.history] == list(range(1, 13))
-    assert set(result.history[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
-    assert max(h["val_accuracy"] for h in result.history) > 0.5  # 10 classes: chance is 0.1
+    assert [h.epoch for h in result.history] == list(range(1, 13))
+    assert set(result.history[0].to_dict()) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert max(h.val_accuracy for h in result.history) > 0.5  # 10 classes: chance is 0.1
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["best_epoch"] == result.best_epoch and best["provenance"]["source"] == "generated"
 
@@ -73,7 +72,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(fake_data, tmp_path, mo
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return 1.0, next(scores)
 
-    monkeypatch.setattr(train_module, "validate", fake_validate)
+    monkeypatch.setattr(run_state, "loss_and_accuracy", fake_validate)
     config = TrainConfig(epochs=6, batch_size=50, warmup_epochs=0, patience=2, val_size=60)
     result = train_tiny(fake_data, config, out_dir=tmp_path)
     assert result.stopped_early and len(result.history) == 4  # best at 2, two worse epochs, stop
@@ -82,41 +81,30 @@ def test_early_stopping_stops_and_keeps_the_best_weights(fake_data, tmp_path, mo
         torch.testing.assert_close(value, snapshots[1][name])
 
 
-def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quick_train_config, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_from_its_last_epoch_and_matches(fake_data, quick_train_config, tmp_path):
     config = quick_train_config.replace(epochs=4)
     whole = train_tiny(fake_data, config, out_dir=tmp_path / "whole")
-
-    real_validate, calls = train_module.validate, []
-
-    def interrupting_validate(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", interrupting_validate)
-    with pytest.raises(KeyboardInterrupt):
-        train_tiny(fake_data, config, out_dir=tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):  # while epoch 3 is measured, before it is saved
+        train_tiny(fake_data, config, out_dir=tmp_path / "cut", diagnostics=InterruptedDiagnostics(fake_data, 3))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epochs_run"] == 2  # the third epoch was lost, no more
-    monkeypatch.setattr(train_module, "validate", real_validate)
     resumed = train_tiny(fake_data, config, out_dir=tmp_path / "cut", resume=True)
     assert len(resumed.history) == 4
     for a, b in zip(whole.history, resumed.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+        assert a.val_accuracy == b.val_accuracy
     for name, value in whole.model.state_dict().items():
         torch.testing.assert_close(value, resumed.model.state_dict()[name])
 
 
 def test_nan_validation_loss_stops_and_keeps_the_last_good_epoch(fake_data, quick_train_config, tmp_path, monkeypatch):
-    real_validate, calls = train_module.validate, []
+    real_validate, calls = run_state.loss_and_accuracy, []
 
     def validate_then_nan(*args, **kwargs):
         calls.append(1)
         loss, accuracy = real_validate(*args, **kwargs)
         return (math.nan if len(calls) == 2 else loss), accuracy
 
-    monkeypatch.setattr(train_module, "validate", validate_then_nan)
+    monkeypatch.setattr(run_state, "loss_and_accuracy", validate_then_nan)
     with pytest.raises(
         TrainingDivergedError, match=r"val loss became nan in epoch 2; .*last good epoch \(1\); .*--resume"
     ):
@@ -131,10 +119,21 @@ def test_divergence_in_the_first_epoch_says_nothing_was_saved(fake_data, quick_t
     with torch.no_grad():
         model.head.weight.fill_(math.inf)
     with pytest.raises(TrainingDivergedError, match="no epoch finished, so no checkpoint was written"):
-        fit(model, fake_data, quick_train_config.replace(grad_clip=0.0), device="cpu", out_dir=tmp_path, progress=False)
+        fit(
+            model,
+            fake_data,
+            quick_train_config.replace(grad_clip=0.0),
+            out_dir=tmp_path,
+            options=RunOptions(device="cpu", progress=False),
+        )
     assert not (tmp_path / "last.pt").exists()
     with pytest.raises(TrainingDivergedError, match="nothing was being saved"):
-        fit(model, fake_data, quick_train_config.replace(grad_clip=0.0), device="cpu", progress=False)
+        fit(
+            model,
+            fake_data,
+            quick_train_config.replace(grad_clip=0.0),
+            options=RunOptions(device="cpu", progress=False),
+        )
 
 
 def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_train_config, tmp_path):
@@ -147,7 +146,7 @@ def test_resume_may_lower_the_learning_rate_and_records_it(fake_data, quick_trai
     lower = quick_train_config.replace(lr=0.01)
     result = train_tiny(fake_data, lower, out_dir=tmp_path, resume=True)
     assert result.record.config_changes == [{"from_epoch": 2, "lr": [quick_train_config.lr, 0.01]}]
-    assert result.history[1]["lr"] <= 0.01 and result.history[0]["lr"] > result.history[1]["lr"]
+    assert result.history[1].lr <= 0.01 and result.history[0].lr > result.history[1].lr
     assert load_checkpoint(tmp_path / "best.pt")["config_changes"] == result.record.config_changes
 
 
@@ -156,13 +155,13 @@ def test_compile_falls_back_to_eager_with_a_warning_off_cuda(fake_data, quick_tr
         pytest.skip("this machine has CUDA; the fallback is for CPU and MPS")
     with pytest.warns(UserWarning, match="CUDA only"):
         result = train_tiny(fake_data, quick_train_config.replace(epochs=1), compile=True)
-    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
+    assert len(result.history) == 1 and math.isfinite(result.history[0].train_loss)
 
 
 def test_fit_trains_with_mixup_and_cutmix(fake_data, quick_train_config):
     config = quick_train_config.replace(epochs=2, mixup=0.2, cutmix=1.0)
     result = train_tiny(fake_data, config)
-    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert all(math.isfinite(h.train_loss) for h in result.history)
 
 
 def test_resume_accepts_a_checkpoint_written_before_new_config_fields(fake_data, quick_train_config, tmp_path):
@@ -184,9 +183,9 @@ def test_query_key_decay_at_one_is_the_plain_decay_and_at_zero_spares_only_queri
     for model in (rowwise, spared):
         model.load_state_dict(plain.state_dict())
     optimizers = [
-        make_optimizer(plain, config),
-        make_optimizer(rowwise, config),  # qk_decay 1: the plain groups
-        make_optimizer(spared, config.replace(qk_decay=0.0)),
+        make_optimizer(plain, config, decay_for(plain, config)),
+        make_optimizer(rowwise, config, decay_for(rowwise, config)),  # qk_decay 1: the plain groups
+        make_optimizer(spared, config.replace(qk_decay=0.0), decay_for(spared, config.replace(qk_decay=0.0))),
     ]
     images, labels = normalize(make_split(10).images), torch.arange(10)
     for _ in range(3):
@@ -210,7 +209,7 @@ def test_query_key_decay_matches_the_decay_of_a_separate_group():
     config = TrainConfig(weight_decay=0.2, lr=0.1, qk_decay=0.5)
     model, reference = build_model(TINY), build_model(TINY)
     reference.load_state_dict(model.state_dict())
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, decay_for(model, config))
     qkv = [b.attn.qkv.weight for b in reference.blocks]
     others = [p for n, p in reference.named_parameters() if p.ndim == 2 and "qkv" not in n]
     rest = [
@@ -237,22 +236,17 @@ def test_query_key_decay_matches_the_decay_of_a_separate_group():
         torch.testing.assert_close(ours.attn.qkv.weight[: 2 * d], theirs.attn.qkv.weight[: 2 * d])
 
 
-def test_prefetching_the_next_epoch_changes_nothing(fake_data, quick_train_config, monkeypatch):
+def test_prefetching_the_next_epoch_changes_nothing(fake_data, quick_train_config):
     """The GPU path prepares each epoch's batches while the previous epoch trains; on the CPU the same code
     must give exactly the batches, and so the run, of the plain path."""
-    from vit_tutorial.graphs import Prefetcher
-
     config = quick_train_config.replace(epochs=3, augment="trivialaugment", mixup=0.5, random_erasing=0.5)
     plain = train_tiny(fake_data, config)
-    original = train_module.epochs
-
-    def prefetched(run, step, *, progress, prefetcher=None):
-        ahead = Prefetcher(torch.device("cpu"), lambda epoch: train_module.epoch_batches(run, epoch), config.epochs)
-        yield from original(run, step, progress=progress, prefetcher=ahead)
-
-    monkeypatch.setattr(train_module, "epochs", prefetched)
-    ahead = train_tiny(fake_data, config)
-    assert [h["train_loss"] for h in ahead.history] == [h["train_loss"] for h in plain.history]
+    cpu = torch.device("cpu")
+    run = Run(build_model(TINY), fake_data, config, device=cpu, precision=resolve_precision("auto", cpu))
+    run.prefetch = True
+    run.start(None, resume=False)
+    (ahead,) = train_runs([run], [None], RunOptions(device="cpu", progress=False))
+    assert [h.train_loss for h in ahead.history] == [h.train_loss for h in plain.history]
     for name, value in plain.model.state_dict().items():
         assert torch.equal(value, ahead.model.state_dict()[name])
 
@@ -275,14 +269,14 @@ def test_a_warm_start_loads_the_weights_and_revives_only_the_collapsed_layer(fak
     # lr 0: the first epoch's diagnostics and the saved weights are the starting point itself
     config = quick_train_config.replace(epochs=1, lr=0.0, init_from=str(source), revive=3.0)
     model = build_model(TINY)
-    result = fit(model, fake_data, config, device="cpu", progress=False)
+    result = fit(model, fake_data, config, options=RunOptions(device="cpu", progress=False))
     state = result.model.state_dict()
     changed = [name for name, value in weights.items() if not torch.equal(state[name], value)]
     assert changed == ["blocks.1.attn.qkv.weight"]
     d = TINY.dim
     assert torch.equal(state["blocks.1.attn.qkv.weight"][2 * d :], weights["blocks.1.attn.qkv.weight"][2 * d :])
     fresh = 0.02 * math.sqrt(d * d)  # the norm a newly initialised d x d weight has
-    revived_norms = result.history[0]["qk_norms"][1]
+    revived_norms = result.history[0].qk_norms[1]
     assert all(0.8 * 3 * fresh < norm < 1.2 * 3 * fresh for norm in revived_norms)
     # the record says where the run began: the checkpoint, its collapsed norms as loaded, the layer revived
     start = result.record.started_from
@@ -290,7 +284,9 @@ def test_a_warm_start_loads_the_weights_and_revives_only_the_collapsed_layer(fak
     assert max(start["qk_norms"][1]) < 0.1 * fresh < min(start["qk_norms"][0])
     assert len(start["cls_spread"]) == TINY.depth
     # without revive, the collapsed weights are loaded as they are
-    plain = fit(build_model(TINY), fake_data, config.replace(revive=0.0), device="cpu", progress=False)
+    plain = fit(
+        build_model(TINY), fake_data, config.replace(revive=0.0), options=RunOptions(device="cpu", progress=False)
+    )
     assert all(torch.equal(plain.model.state_dict()[name], value) for name, value in weights.items())
 
 
@@ -300,9 +296,9 @@ def test_a_warm_start_refuses_another_model_or_another_validation_split(fake_dat
     data = type(fake_data)(fake_data.train, fake_data.val, fake_data.test, provenance)
     config = quick_train_config.replace(epochs=1, init_from=str(source))
     with pytest.raises(CheckpointError, match=re.escape("validated on another split (split_seed 7, this run 0)")):
-        fit(build_model(TINY), data, config, device="cpu", progress=False)
+        fit(build_model(TINY), data, config, options=RunOptions(device="cpu", progress=False))
     with pytest.raises(CheckpointError, match="start from a checkpoint of the same model"):
-        fit(build_model(TINY.replace(dim=32)), data, config, device="cpu", progress=False)
+        fit(build_model(TINY.replace(dim=32)), data, config, options=RunOptions(device="cpu", progress=False))
     with pytest.raises(ValueError, match="revive needs init_from"):
         TrainConfig(revive=1.0)
     with pytest.raises(ValueError, match="revive must be >= 0"):

@@ -11,18 +11,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import signal
 import sys
 import typing
 from pathlib import Path
 
-from .config import FineTuneConfig, ResNetConfig, TrainConfig, ViTConfig, help_of
+from .config import FineTuneConfig, ResNetConfig, RunOptions, TrainConfig, ViTConfig, env_flag, help_of
 from .errors import Interrupted, VitTutorialError, first_line, shown
 from .registry import FROM_SCRATCH, MODELS
+from .signals import terminate_as_interrupt
 
 FINETUNED = "vit_b_16"
 MODEL_OPTIONS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout", "drop_path")  # the rest: CIFAR-10's
+# RunOptions on the command line (`--device` is among the data options; every epoch is logged)
+RUN_OPTIONS = ("precision", "threads", "compile", "progress", "resume", "overwrite", "snapshot_every")
+SWEEP_RUN_OPTIONS = ("precision", "compile")  # the sweep gives each worker its share of the cores
 DEBUG_ENV = "VIT_TUTORIAL_DEBUG"
 
 
@@ -96,40 +98,7 @@ def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)"
     )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/last.pt (--lr and --grad-clip may change, and --epochs of a constant rate)",
-    )
-    parser.add_argument(
-        "--snapshot-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also keep every Nth epoch's last.pt as OUT/snapshots/epoch_NNNN.pt, to branch cooldowns from",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="CPU threads for PyTorch (default: PyTorch's choice); 1 for a run that shares the machine",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in OUT instead of refusing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--compile", action="store_true", help="train through torch.compile on CUDA (eager elsewhere)")
-    _add_precision_option(parser)
-
-
-def _add_precision_option(parser: argparse.ArgumentParser) -> None:
-    from .devices import PRECISIONS
-
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="bf16 autocast or fp32; auto: bf16 where the device multiplies it natively (default: auto)",
-    )
+    _add_config_options(parser, RunOptions, RUN_OPTIONS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,14 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)"
     )
-    sweep.add_argument("--compile", action="store_true", help="train through torch.compile and CUDA graphs on CUDA")
     sweep.add_argument(
         "--stack",
         action="store_true",
         help="train recipes that share the model and batch size as one stacked model in one process "
         "(vit_tutorial.stacked); the others as separate workers",
     )
-    _add_precision_option(sweep)
+    _add_config_options(sweep, RunOptions, SWEEP_RUN_OPTIONS)
     _add_data_options(sweep)
 
     from .finetune import FINETUNE_RECIPE
@@ -261,33 +229,9 @@ def _finetune(args: argparse.Namespace) -> None:
 def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, default_out: Path) -> None:
     from .runs import train_run
 
-    _set_threads(args.threads)
-    if args.snapshot_every < 0:
-        raise ValueError(f"--snapshot-every is a number of epochs >= 0 (0: no snapshots), got {args.snapshot_every}")
+    options = _config_from_args(RunOptions, args)
     data = _load_data(args, train_config.val_size, train_config.seed)
-    train_run(
-        model,
-        data,
-        train_config,
-        args.out or default_out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        device=args.device,
-        progress=not args.no_progress,
-        compile=args.compile,
-        precision=args.precision,
-        snapshot_every=args.snapshot_every,
-    )
-
-
-def _set_threads(threads: int) -> None:
-    """`--threads N`: PyTorch's intra-op threads (0 leaves its own choice)."""
-    import torch
-
-    if threads < 0 or threads > (os.cpu_count() or 1) * 4:
-        raise ValueError(f"--threads is a number of CPU threads from 1 to {(os.cpu_count() or 1) * 4}, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
+    train_run(model, data, train_config, args.out or default_out, options)
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -299,14 +243,8 @@ def _sweep(args: argparse.Namespace) -> None:
         if args.subset < MIN_SUBSET:
             raise ValueError(f"--subset must be at least {MIN_SUBSET} training images, got {args.subset}")
 
-    options = SweepOptions(
-        device=args.device,
-        data=args.data,
-        download=args.download,
-        subset=args.subset,
-        compile=args.compile,
-        precision=args.precision,
-    )
+    run = _config_from_args(RunOptions, args)
+    options = SweepOptions(data=args.data, download=args.download, subset=args.subset, run=run)
     rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options, stack=args.stack)
     print((args.out / "results.md").read_text(), end="")
     failed = [row["recipe"] for row in rows if row["status"] != "finished"]
@@ -417,33 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def debugging() -> bool:
     """True when VIT_TUTORIAL_DEBUG asks for tracebacks (1, true, yes); 0 or empty does not."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the process is, so that it ends a run as Ctrl-C does; `exit_code` is what a
-    shell reports for the signal (143 for SIGTERM, 129 for SIGHUP)."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
-
-
-# what `kill`, a scheduler (SIGTERM) or a closing terminal (SIGHUP) sends; Windows has neither SIGHUP nor its kind
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def terminate_as_interrupt() -> None:
-    """Make SIGTERM (what `kill` or a scheduler sends) and SIGHUP (a closing terminal) end the command as Ctrl-C
-    does: finished epochs kept, no half-written file, one line saying how to go on. Ctrl-C raises
-    KeyboardInterrupt again (the entry point in `__main__` stops at once while the imports run)."""
-
-    def handler(signum, frame):
-        raise Terminated(signum)
-
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return env_flag(DEBUG_ENV)
 
 
 def _one_line(error: BaseException) -> tuple[str, int]:

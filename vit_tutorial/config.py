@@ -279,13 +279,47 @@ class TrainConfig(_Serialisable):
         )
 
 
+@dataclass(frozen=True)
+class RunOptions(_Serialisable):
+    """How a run trains, as opposed to what it learns (`TrainConfig`): where, in which number format, and what
+    happens to its folder. None of it changes the result beyond rounding. The command line's training options
+    make one; `train.fit`, the stacked trainer and the sweep take it."""
+
+    device: str = option("auto", "cuda, mps, cpu or auto")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", "bf16 autocast or fp32; auto: bf16 where the device multiplies it natively"
+    )
+    threads: int = option(0, "CPU threads for PyTorch (0: PyTorch's choice); 1 for a run that shares the machine")
+    compile: bool = option(False, "train through torch.compile and one CUDA graph per step on CUDA (eager elsewhere)")
+    progress: bool = option(True, "progress bars")
+    log: bool = option(True, "a line per finished epoch")
+    resume: bool = option(False, "continue the run in the folder from its last.pt")
+    overwrite: bool = option(False, "replace a run already in the folder instead of refusing")
+    snapshot_every: int = option(0, "also keep every Nth epoch's last.pt as snapshots/epoch_NNNN.pt (0: none)")
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        cores = (os.cpu_count() or 1) * 4
+        _require(
+            0 <= self.threads <= cores,
+            f"threads is a number of CPU threads from 1 to {cores} (0: PyTorch's choice), got {self.threads}",
+        )
+        _require(self.snapshot_every >= 0, f"snapshot_every is a number of epochs >= 0, got {self.snapshot_every}")
+        _require(not (self.resume and self.overwrite), "resume and overwrite exclude each other; give one of them")
+
+
+def env_flag(name: str) -> bool:
+    """True when the environment variable `name` is 1, true or yes (any case); unset, 0 or anything else is False."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def quick_mode() -> bool:
     """True when `VIT_TUTORIAL_QUICK` is set to 1: notebooks then use a small subset and few steps."""
-    return os.environ.get("VIT_TUTORIAL_QUICK", "0").strip().lower() in ("1", "true", "yes")
+    return env_flag("VIT_TUTORIAL_QUICK")
 
 
 def building_book() -> bool:
     """True when `VIT_TUTORIAL_BOOK` is 1: `python3 dev.py execute` sets it while it stores the outputs the book
     shows, so that a chapter can point at files the book build writes (the explorer's weights) instead of
     carrying them in the notebook."""
-    return os.environ.get("VIT_TUTORIAL_BOOK", "0").strip().lower() in ("1", "true", "yes")
+    return env_flag("VIT_TUTORIAL_BOOK")

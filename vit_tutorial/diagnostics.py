@@ -25,29 +25,17 @@ import torch
 from torch import nn
 
 from .attention import attend, cls_spread, flat_threshold
-from .data import Split
+from .data import CIFAR10, Split
 from .devices import autocast
+from .evaluate import loss_and_accuracy
 from .model import INIT_STD
+from .parameters import query_key_weights
+from .record import EpochEntry
 from .registry import spec_for
 
 PROBE_IMAGES = 128  # validation images whose CLS attention is measured each epoch
 SHRUNK = 0.1  # query/key norms below this share of their first epoch's (or a fresh init's) count as collapsed
 CLEAN_TRAIN_IMAGES = 5000  # training images whose accuracy is measured each epoch, without augmentation
-
-
-def query_key_weights(model: nn.Module) -> list[tuple[torch.Tensor, int]]:
-    """Each attention layer's fused input projection and its width d: rows [0, d) of the weight make the
-    queries, [d, 2d) the keys, [2d, 3d) the values. The book's `model.Attention` and torch's
-    `nn.MultiheadAttention` (torchvision's ViT-B/16) are both laid out so; a model without attention has none."""
-    from .model import Attention
-
-    found = []
-    for module in model.modules():
-        if isinstance(module, Attention):
-            found.append((module.qkv.weight, module.qkv.out_features // 3))
-        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
-            found.append((module.in_proj_weight, module.embed_dim))
-    return found
 
 
 @torch.no_grad()
@@ -62,8 +50,6 @@ def qk_norms(model: nn.Module) -> list[list[float]]:
 @torch.no_grad()
 def clean_accuracy(model: nn.Module, split: Split, device: torch.device, precision: str = "fp32") -> float:
     """Accuracy on `split` in eval mode, without augmentation."""
-    from .train import loss_and_accuracy
-
     with autocast(device, precision):
         return loss_and_accuracy(model, split, device)[1]
 
@@ -74,6 +60,28 @@ def probe_images(model_config: Any, val: Split) -> torch.Tensor | None:
     would cost minutes an epoch)."""
     spec = spec_for(model_config)
     return val.images[:PROBE_IMAGES] if spec.attention and spec.from_scratch and len(val) else None
+
+
+class Diagnostics:
+    """What a run measures each epoch for the model it validates, on images fixed for the run's life: the CLS
+    spread on `probe` (uint8 validation images; None for a model without attention weights) and the accuracy
+    on `clean` (training images; None to skip)."""
+
+    def __init__(self, probe: torch.Tensor | None, clean: Split | None) -> None:
+        self.probe, self.clean = probe, clean
+
+    @classmethod
+    def for_run(cls, model_config: Any, data: CIFAR10) -> Diagnostics:
+        """The run's fixed images: `PROBE_IMAGES` validation images, `CLEAN_TRAIN_IMAGES` training images."""
+        return cls(probe_images(model_config, data.val), data.train.subset(CLEAN_TRAIN_IMAGES, seed=1))
+
+    def __call__(self, model: nn.Module, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
+        return measure(model, probe=self.probe, clean=self.clean, device=device, precision=precision)
+
+    def of_weights(self, model: nn.Module) -> dict[str, Any]:
+        """The diagnostics of a model's weights alone, on the CPU: query/key norms and CLS spreads, no accuracy
+        (a warm start's checkpoint as loaded, or the kept weights of a shipped record)."""
+        return measure(model, probe=self.probe, clean=None, device=torch.device("cpu"))
 
 
 def measure(
@@ -118,13 +126,14 @@ def revive_collapsed(model: nn.Module, generator: torch.Generator, scale: float 
     return revived
 
 
-def uniform_layers(entry: dict[str, Any], num_tokens: int) -> list[int]:
-    """The 1-based layers whose CLS attention the epoch's `entry` found uniform (spread below the threshold)."""
+def uniform_layers(spreads: list[float] | None, num_tokens: int) -> list[int]:
+    """The 1-based layers whose CLS attention is uniform by their `spreads` (one per layer, as an epoch's
+    `cls_spread` records them): those below the threshold."""
     limit = flat_threshold(num_tokens)
-    return [i + 1 for i, spread in enumerate(entry.get("cls_spread", [])) if spread < limit]
+    return [i + 1 for i, spread in enumerate(spreads or []) if spread < limit]
 
 
-def gone_uniform(history: list[dict[str, Any]], num_tokens: int) -> list[int]:
+def gone_uniform(history: list[EpochEntry], num_tokens: int) -> list[int]:
     """The 1-based layers uniform in the last epoch of `history` that were not uniform in an earlier epoch, or
     whose query or key norm fell below `SHRUNK` of its first recorded value."""
     if not history:
@@ -132,10 +141,10 @@ def gone_uniform(history: list[dict[str, Any]], num_tokens: int) -> list[int]:
     last, first = history[-1], history[0]
     limit = flat_threshold(num_tokens)
     found = []
-    for layer in uniform_layers(last, num_tokens):
+    for layer in uniform_layers(last.cls_spread, num_tokens):
         i = layer - 1
-        attended = any(entry.get("cls_spread", [0.0] * layer)[i] >= limit for entry in history[:-1])
-        norms, start = last.get("qk_norms") or [], first.get("qk_norms") or []
+        attended = any((entry.cls_spread or [0.0] * layer)[i] >= limit for entry in history[:-1])
+        norms, start = last.qk_norms or [], first.qk_norms or []
         shrunk = bool(norms and start) and min(n / max(s, 1e-12) for n, s in zip(norms[i], start[i])) < SHRUNK
         if attended or shrunk:
             found.append(layer)

@@ -137,3 +137,17 @@ def inference_throughput(model: nn.Module, images: torch.Tensor, *, batch_size: 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
     return len(images) / best
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000):
+    """Mean cross-entropy and accuracy of `model` on `split` (no augmentation, no smoothing), in the number
+    format of the caller's `devices.autocast`, if any: validation, and `diagnostics`' clean training accuracy."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for images, labels in batches(split, batch_size, device=device):
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)

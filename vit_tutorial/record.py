@@ -5,8 +5,9 @@
 ships its `SHIPPED` fields without weights (`runs.run_record`); and the checkpoint schema is derived from
 its field types (`CHECKPOINT_SCHEMA`), so there is no second list of fields to keep in step.
 
-History entries are plain dicts, one per epoch (see `train.fit` for their keys), so that they read the
-same from a checkpoint, a JSON record or a notebook.
+Each epoch of the history is one `EpochEntry`, built in one place (`train.Run.finish_epoch`); the log line,
+the history file, the sweep's table and the shipped records all read their fields from it. Files hold
+the entries as plain dicts (`EpochEntry.to_dict`), read back and checked by `EpochEntry.from_dict`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,74 @@ from .config import TrainConfig
 
 
 @dataclass
+class EpochEntry:
+    """What one epoch of a run measured."""
+
+    epoch: int  # 1-based
+    lr: float  # the learning rate of the epoch's first step
+    train_loss: float  # mean loss on the epoch's (augmented) training batches
+    train_accuracy: float  # on the same batches, as the model saw them while it learned
+    val_loss: float
+    val_accuracy: float
+    seconds: float  # training and validation
+    images_per_second: float  # training images over `seconds`
+    train_images_per_second: float | None = None  # over the training part alone
+    clipped: float | None = None  # share of the epoch's steps whose gradient norm was clipped
+    threads: int | None = None  # CPU threads the epoch trained with
+    qk_norms: list[list[float]] | None = None  # per attention layer, |W_q| and |W_k| (`diagnostics`)
+    cls_spread: list[float] | None = None  # per layer, how uneven the CLS token's attention is (0: uniform)
+    train_clean_accuracy: float | None = None  # on a fixed slice of training images, without augmentation
+    measured_after_training: bool = False  # diagnostics of kept weights, added to a record that predates them
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as a file holds it: fields that were not measured are left out."""
+        values = dataclasses.asdict(self)
+        return {k: v for k, v in values.items() if v is not None and (k != "measured_after_training" or v)}
+
+    @classmethod
+    def from_dict(cls, values: Any) -> EpochEntry:
+        """An entry read from a file, every field checked against its type.
+
+        Raises:
+            ValueError: not a dict of this class's fields, or a field of the wrong type.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"a history entry is a dict of an epoch's figures, found {type(values).__name__}")
+        unknown = sorted(set(map(str, values)) - set(ENTRY_TYPES))
+        if unknown:
+            raise ValueError(f"a history entry has unknown field(s) {unknown}")
+        for key, value in values.items():
+            if not _is_stored_as(value, ENTRY_TYPES[key]):
+                raise ValueError(f"history field {key!r} should be {ENTRY_TYPES[key]}, found {value!r:.60}")
+        return cls(**values)
+
+    def summary(self) -> str:
+        """The entry as the log line a run prints after each epoch."""
+        clean = f"  clean train acc {self.train_clean_accuracy:.3f}" if self.train_clean_accuracy is not None else ""
+        return (
+            f"epoch {self.epoch:3d}  train loss {self.train_loss:.3f} acc {self.train_accuracy:.3f}  "
+            f"val loss {self.val_loss:.3f} acc {self.val_accuracy:.3f}{clean}  {self.seconds:.1f}s"
+        )
+
+
+def _is_stored_as(value: Any, kind: str) -> bool:
+    """Whether a value read from a file is of an entry field's kind (see ENTRY_TYPES)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return number
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list[float]":
+        return isinstance(value, list) and all(_is_stored_as(v, "float") for v in value)
+    return isinstance(value, list) and all(_is_stored_as(v, "list[float]") for v in value)  # list[list[float]]
+
+
+ENTRY_TYPES: dict[str, str] = {f.name: str(f.type).removesuffix(" | None") for f in dataclasses.fields(EpochEntry)}
+
+
+@dataclass
 class RunRecord:
     architecture: str  # the registry name of the model ("vit", "resnet", "vit_b_16")
     model_config: Any  # a ViTConfig, ResNetConfig or FineTuneConfig
@@ -28,7 +97,7 @@ class RunRecord:
     provenance: dict[str, Any]  # which data, from where (see `data.load_cifar10`)
     hardware: str  # the device it trained on, in words
     precision: str = "fp32"  # "bf16" (autocast) or "fp32"
-    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per finished epoch
+    history: list[EpochEntry] = field(default_factory=list)  # one entry per finished epoch
     best_epoch: int = 0  # 1-based epoch whose weights are kept (0: none yet)
     best_val_accuracy: float = -1.0
     epochs_run: int = 0
@@ -43,6 +112,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `torch.save` and JSON: the configs as dicts."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["history"] = [entry.to_dict() for entry in self.history]
         values["model_config"] = self.model_config.to_dict()
         values["train_config"] = self.train_config.to_dict()
         return values
@@ -65,11 +135,19 @@ class RunRecord:
         present["architecture"] = architecture
         present["model_config"] = spec_named(architecture).config_class.from_dict(values["model_config"])
         present["train_config"] = TrainConfig.from_dict(values.get("train_config") or {})
+        history = present.get("history", [])
+        if not isinstance(history, list):
+            raise ValueError(f"a run's history is a list of epochs, found {type(history).__name__}")
+        present["history"] = [EpochEntry.from_dict(entry) for entry in history]
         present.setdefault("provenance", {})
         present.setdefault("hardware", "")
         # before the field existed, runs on CUDA trained in bfloat16 autocast and the others in float32
         present.setdefault("precision", "bf16" if "(CUDA)" in present["hardware"] else "fp32")
         return cls(**present)
+
+    def is_run_of(self, model_config: Any, train_config: TrainConfig) -> bool:
+        """Whether this is a run of exactly these configs (the same recipe)."""
+        return self.model_config == model_config and self.train_config == train_config
 
     def shipped(self) -> dict[str, Any]:
         """The fields a shipped run record keeps (all but the resume bookkeeping)."""

@@ -16,7 +16,6 @@ next epoch's batches of every recipe are prepared on a side stream while the cur
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,18 +25,18 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .config import TrainConfig
+from .config import RunOptions, TrainConfig, ViTConfig
 from .data import CIFAR10
-from .devices import autocast, resolve_precision, select_device
-from .train import FitResult, Run, TrainStep, epoch_batches, train_epoch, training_entry
+from .devices import autocast
+from .run_folder import RunFolder
+from .run_state import FitResult, Run
+from .train import Stepping, TrainStep, alone, device_for, epoch_batches, train_runs
 
 
 def stackable(configs: Sequence[tuple[Any, TrainConfig]]) -> bool:
     """True when recipes (model config, train config) can train as one stacked model: the same model (the
     book's ViT: a ResNet's batch norm keeps running statistics, which do not stack), the same batch size and
     the same number of epochs, so that their steps line up."""
-    from .config import ViTConfig
-
     first_model, first_train = configs[0]
     return all(
         isinstance(model, ViTConfig)
@@ -57,7 +56,7 @@ class StackedStep:
 
     def __init__(self, runs: Sequence[Run]) -> None:
         self.runs = list(runs)
-        self.steps: list[TrainStep] = [run.step() for run in self.runs]
+        self.steps: list[TrainStep] = [TrainStep.of(run) for run in self.runs]
         first = self.runs[0]
         self.device, self.precision = first.device, first.precision
         self.template = type(first.model)(first.model.config).to("meta")  # the structure, without weights
@@ -90,18 +89,7 @@ class StackedStep:
         return [step.totals(images, steps) for step in self.steps]
 
 
-class _Scheduler:
-    """Steps every run's learning-rate schedule at once, so `train.train_epoch` can drive a stack."""
-
-    def __init__(self, runs: Sequence[Run]) -> None:
-        self.runs = runs
-
-    def step(self) -> None:
-        for run in self.runs:
-            run.scheduler.step()
-
-
-def _stacked_batches(runs: Sequence[Run], epoch: int):
+def stacked_batches(runs: Sequence[Run], epoch: int):
     """Each run's own batches of `epoch` (as it would see them alone), stacked step by step."""
     for parts in zip(*(epoch_batches(run, epoch) for run in runs)):
         images = torch.stack([images for images, _, _ in parts])
@@ -109,119 +97,41 @@ def _stacked_batches(runs: Sequence[Run], epoch: int):
         yield (images, labels, *(targets for _, targets, _ in parts))
 
 
+def stacked(group: Sequence[Run]) -> Stepping:
+    """How a group of runs trains as one stacked model (`train.train_runs`): a `StackedStep` on their stacked
+    batches; a group of one takes its own step, as it would alone."""
+    if len(group) == 1:
+        return alone(group)
+    return Stepping(StackedStep(group), lambda epoch: stacked_batches(group, epoch))
+
+
 def fit_stacked(
     models: Sequence[nn.Module],
     data: CIFAR10,
     configs: Sequence[TrainConfig],
     out_dirs: Sequence[str | Path],
-    *,
-    device: str | torch.device | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    log=print,
-    compile: bool = False,
-    precision: str = "auto",
+    options: RunOptions | None = None,
+    on_epoch=None,
 ) -> list[FitResult]:
     """Train each model with its config into its run folder, all at once as one stacked model; as `train.fit`
     does for one (locks, resume, checkpoints every epoch, early stopping, best weights), with the same
-    results up to rounding. A run whose patience runs out leaves the stack; the others go on.
+    results up to rounding. With `options.resume`, a folder that holds a `last.pt` resumes and the others
+    start. A run whose patience runs out leaves the stack; the others go on.
 
     Raises:
         ValueError: the recipes cannot be stacked (see `stackable`).
     """
-    from .runs import RunFolder, branch, check_finite
-
+    options = options or RunOptions()
     if not stackable([(model.config, config) for model, config in zip(models, configs)]):
         raise ValueError("stacked recipes need the same ViT configuration, batch size and number of epochs")
-    device = select_device(device)
-    graph = compile and device.type == "cuda"
-    precision = resolve_precision(precision, device)
-    runs = [Run(m, data, c, device=device, precision=precision, capturable=graph) for m, c in zip(models, configs)]
+    device, precision = device_for(options)
+    runs = [
+        Run(m, data, c, device=device, precision=precision, compile=options.compile) for m, c in zip(models, configs)
+    ]
     folders = [RunFolder(path) for path in out_dirs]
     with contextlib.ExitStack() as held:
         for run, folder in zip(runs, folders):
-            held.enter_context(folder.writing(resume=resume and folder.last.is_file(), overwrite=overwrite))
-            if resume and folder.last.is_file():
-                folder.resume(run)
-            elif run.config.branch_from:
-                branch(run)
-            run.set_learning_rates()
-        results: dict[int, FitResult] = {}
-        while len(results) < len(runs):
-            _train_stack(runs, folders, results, progress=progress, graph=graph, log=log, check=check_finite)
-    return [results[i] for i in range(len(runs))]
-
-
-def _train_stack(runs, folders, results, *, progress, graph, log, check) -> None:
-    """Train the unfinished runs at the earliest epoch together until one of them stops early or they all
-    finish, then return; the caller calls again with the runs that are left. Runs resumed from different
-    epochs so catch up one group at a time, and a stopped run leaves the stack."""
-    pending = [i for i in range(len(runs)) if i not in results]
-    start = min(runs[i].record.epochs_run for i in pending)
-    group = [i for i in pending if runs[i].record.epochs_run == start]
-    members = [runs[i] for i in group]
-    stepper, prefetcher = StackedStep(members), None
-    if graph:
-        from .graphs import GraphedStep, Prefetcher
-
-        stepper = GraphedStep(stepper)  # type: ignore[assignment]
-        prefetcher = Prefetcher(members[0].device, lambda e: _stacked_batches(members, e), members[0].config.epochs)
-    behind = len(group) < len(pending)  # others wait at a later epoch: stop when this group reaches them
-    for epoch in range(start, members[0].config.epochs):
-        if behind and any(runs[i].record.epochs_run == epoch for i in pending if i not in group):
-            return
-        stopped = [i for i, run in zip(group, members) if run.patience_ran_out]
-        if stopped:
-            for i in stopped:
-                runs[i].record.stopped_early = True
-                results[i] = _finish(runs[i], folders[i])
-            return
-        for run, entry in zip(members, _stacked_epoch(members, stepper, epoch, progress, prefetcher)):
-            i = group[members.index(run)]
-            entry = run.evaluate(entry)
-            check(entry, run.model, epoch, folders[i])
-            run.keep(entry)
-            run.warn_if_uniform(entry)
-            folders[i].save_last(run)
-        scores = "  ".join(
-            f"{folders[i].path.name} val {runs[i].record.history[-1]['val_accuracy']:.3f}" for i in group
-        )
-        log(f"epoch {epoch + 1:3d}  {scores}")
-    for i in group:
-        results[i] = _finish(runs[i], folders[i])
-
-
-def _stacked_epoch(
-    members: Sequence[Run], stepper, epoch: int, progress: bool, prefetcher=None
-) -> list[dict[str, Any]]:
-    """One epoch of the stack: each run's training figures, as `train.run_epoch` gives them for one run."""
-    from tqdm.auto import tqdm
-
-    started = time.perf_counter()
-    lrs = [run.begin_epoch(epoch) for run in members]
-    first = members[0]
-    images = first.images_per_epoch
-    bar = (
-        tqdm(total=images, desc=f"epoch {epoch + 1}/{first.config.epochs}", unit="img", leave=False)
-        if progress
-        else None
-    )
-    try:
-        if prefetcher is None:
-            prepared, upcoming = _stacked_batches(members, epoch), None
-        else:
-            prepared, upcoming = prefetcher.take(epoch), lambda e=epoch: prefetcher.prepare(e + 1)
-        steps = train_epoch(stepper, prepared, _Scheduler(members), bar, upcoming, images // first.steps_per_epoch)
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - started
-    return [
-        training_entry(epoch, lr, totals, images, seconds) for lr, totals in zip(lrs, stepper.totals(images, steps))
-    ]
-
-
-def _finish(run: Run, folder) -> FitResult:
-    run.model.load_state_dict(run.best_weights)
-    return FitResult(run.model, run.record, folder.save_best(run))
+            resume = options.resume and folder.last.is_file()
+            held.enter_context(folder.writing(resume=resume, overwrite=options.overwrite))
+            run.start(folder, resume)
+        return train_runs(runs, folders, options, stepping=stacked, on_epoch=on_epoch)

@@ -43,17 +43,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .checkpoint import load_checkpoint
+from .config import RunOptions, TrainConfig
+from .data import load_data
 from .errors import CheckpointError, Interrupted, VitTutorialError, first_line, shown
 from .files import write_json, write_text
-from .registry import FROM_SCRATCH, spec_named
+from .record import RunRecord
+from .registry import FROM_SCRATCH, build_model, spec_named
+from .run_folder import locked
+from .runs import train_run
+from .signals import terminate_as_interrupt
+from .stacked import fit_stacked, stackable
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 LOG = "log.txt"
 OPTIONS = "sweep.json"
 RESULTS, TABLE, WINNER = "results.json", "results.md", "winner.pt"
 RESERVED = frozenset({OPTIONS, RESULTS, TABLE, WINNER, LOG})  # the sweep's own files: no recipe may be named so
-SHIPPED_ROW = ("recipe", "overrides", "status", "best_val_accuracy", "best_epoch", "epochs_run", "wall_seconds")
 
 
 class GridError(VitTutorialError):
@@ -165,18 +171,23 @@ def _recipe(path: Path, name: str, base: dict[str, Any], overrides: Any) -> Reci
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """Where the data comes from and how the workers train; the same for every recipe."""
+    """Where the data comes from, the same for every recipe, and how the workers train (`run`)."""
 
-    device: str = "auto"
     data: str | None = None
     download: bool = False
     subset: int | None = None
-    compile: bool = False
-    precision: str = "auto"
+    run: RunOptions = dataclasses.field(default_factory=RunOptions)
 
     def data_options(self) -> dict[str, Any]:
         """What decides the data the recipes train on: a sweep resumes only with the same."""
         return {"data": self.data, "subset": self.subset}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "download": self.download, "subset": self.subset, "run": self.run.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SweepOptions:
+        return cls(**{**values, "run": RunOptions.from_dict(values["run"])})
 
 
 def run_sweep(
@@ -184,7 +195,7 @@ def run_sweep(
     out: str | os.PathLike,
     *,
     parallel: int = 1,
-    options: SweepOptions = SweepOptions(),
+    options: SweepOptions | None = None,
     stack: bool = False,
     log=print,
 ) -> list[dict[str, Any]]:
@@ -194,8 +205,7 @@ def run_sweep(
         RunInUseError: another sweep is writing to `out`.
         VitTutorialError: `out` was swept with other data options, or the sweep was interrupted.
     """
-    from .runs import locked
-
+    options = options or SweepOptions()
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"parallel must be a positive number of workers, got {parallel!r}")
     recipes = load_grid(grid)
@@ -236,8 +246,6 @@ def _groups(recipes: list[Recipe], stack: bool) -> list[list[Recipe]]:
     """What each worker trains: one recipe, or with `stack` every recipe that stacks with it."""
     if not stack:
         return [[recipe] for recipe in recipes]
-    from .stacked import stackable
-
     groups: list[list[Recipe]] = []
     for recipe in recipes:
         for group in groups:
@@ -306,11 +314,11 @@ def _start_worker(group: list[Recipe], out: Path, options: SweepOptions, threads
         folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "recipes": [recipe.to_dict() for recipe in group],
-        "options": dataclasses.asdict(options),
+        "options": dataclasses.replace(options, run=options.run.replace(threads=threads)).to_dict(),
         "folders": [str(folder) for folder in folders],
         "parent": os.getpid(),
     }
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "VIT_TUTORIAL_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     handle = open(folders[0] / LOG, "a")  # noqa: SIM115 (the worker writes to it until it ends; closed when reaped)
     process = subprocess.Popen(
         [sys.executable, "-m", "vit_tutorial.sweep", json.dumps(spec)], stdout=handle, stderr=subprocess.STDOUT, env=env
@@ -329,56 +337,25 @@ def _last_line(path: Path) -> str:
 def worker(spec: dict[str, Any]) -> None:
     """Train one recipe (or a stacked group) into its folder(s), resuming what was interrupted; the test set
     is not evaluated."""
-    import torch
-
-    from .data import load_data
-    from .registry import build_model
-    from .runs import train_run
-
-    torch.set_num_threads(int(os.environ.get("VIT_TUTORIAL_THREADS", torch.get_num_threads())))
     recipes = [Recipe.from_dict(values) for values in spec["recipes"]]
-    options, folders = SweepOptions(**spec["options"]), [Path(folder) for folder in spec["folders"]]
+    options, folders = SweepOptions.from_dict(spec["options"]), [Path(folder) for folder in spec["folders"]]
     first = recipes[0].train_config
     data = load_data(
         options.data, val_size=first.val_size, seed=first.seed, download=options.download or None, subset=options.subset
     )
     models = [build_model(r.model_config, r.train_config.seed) for r in recipes]
+    run = options.run.replace(progress=False)
     if len(recipes) == 1:
-        train_run(
-            models[0],
-            data,
-            recipes[0].train_config,
-            folders[0],
-            resume=(folders[0] / "last.pt").is_file(),
-            device=options.device,
-            progress=False,
-            compile=options.compile,
-            precision=options.precision,
-            test=False,
-        )
+        resume = (folders[0] / "last.pt").is_file()
+        train_run(models[0], data, recipes[0].train_config, folders[0], run.replace(resume=resume), test=False)
         return
-    from .stacked import fit_stacked
-
     print(f"{', '.join(r.name for r in recipes)}: stacked, {data.provenance['description']}", flush=True)
-    fit_stacked(
-        models,
-        data,
-        [r.train_config for r in recipes],
-        folders,
-        device=options.device,
-        resume=True,
-        progress=False,
-        compile=options.compile,
-        precision=options.precision,
-    )
+    fit_stacked(models, data, [r.train_config for r in recipes], folders, run.replace(resume=True))
 
 
 def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
     """One row per recipe: finished ones by validation accuracy (best first), then the unfinished ones (stopped
     before their last epoch, resumable: how far they got), then the failed ones."""
-    from .checkpoint import load_checkpoint
-    from .record import RunRecord
-
     rows = []
     for recipe in recipes:
         folder = out / recipe.name
@@ -394,14 +371,14 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
             row.update(status="failed", error=f"{shown(folder)}/best.pt is unreadable ({first_line(error, 200)})")
             rows.append(row)
             continue
-        if best.train_config != recipe.train_config or best.model_config != recipe.model_config:
+        if not best.is_run_of(recipe.model_config, recipe.train_config):
             row.update(
                 status="failed",
                 error=f"{shown(folder)} holds a run of another recipe; move it away to retrain this one",
             )
             rows.append(row)
             continue
-        speeds = [h.get("train_images_per_second", h["images_per_second"]) for h in best.history]
+        speeds = [e.train_images_per_second or e.images_per_second for e in best.history]
         row.update(
             status="finished",
             best_val_accuracy=best.best_val_accuracy,
@@ -413,7 +390,7 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
             hardware=best.hardware,
             precision=best.precision,
             provenance=best.provenance,
-            history=best.history,
+            history=[entry.to_dict() for entry in best.history],
         )
         rows.append(row)
     order = {"finished": 0, "unfinished": 1, "failed": 2}
@@ -423,14 +400,11 @@ def collect_results(recipes: list[Recipe], out: Path) -> list[dict[str, Any]]:
 def _unfinished(folder: Path, recipe: Recipe) -> dict[str, Any] | None:
     """How far an interrupted recipe got (from its last.pt), or None when it has no readable last.pt of this
     recipe."""
-    from .checkpoint import load_checkpoint
-    from .record import RunRecord
-
     try:
         last = RunRecord.from_dict(load_checkpoint(folder / "last.pt"))
     except (OSError, CheckpointError, ValueError, TypeError, KeyError):
         return None
-    if last.train_config != recipe.train_config or last.model_config != recipe.model_config or not last.history:
+    if not last.is_run_of(recipe.model_config, recipe.train_config) or not last.history:
         return None
     return {
         "status": "unfinished",
@@ -499,8 +473,6 @@ def _worker_main(argv: list[str]) -> int:
     """Entry point of a worker process: on failure, the traceback (for whoever reads the log) and then one line
     saying what failed."""
     import traceback
-
-    from .cli import terminate_as_interrupt
 
     spec = json.loads(argv[0])
     terminate_as_interrupt()
