@@ -4,9 +4,6 @@ Every comparison is interleaved (A, B, A, B, ...) and reports the median of its 
 shared machine slows both sides alike. What it measures, on any device:
 
 - number format: one training step and inference (batch 64 and 1024) in float32 and in bfloat16 autocast;
-- augmentation: TrivialAugment and RandAugment (n 2, m 9) on 1,024 uint8 images, every operation computed
-  for every image and one kept ("dense", the graph-friendly form) against each operation only on the
-  images that drew it ("sparse", what training uses);
 - a whole epoch (`train.train_epoch` over `train.epoch_batches`: shuffling, the augmentation pipeline,
   forward, backward, clipping, optimiser, EMA, schedule) against the step alone on a fixed batch;
 - `--parallel N`: N recipes trained as one stacked model (`vit_tutorial.stacked`), images/s summed over them;
@@ -36,11 +33,12 @@ from typing import Any
 import torch
 
 from vit_tutorial import TrainConfig, ViTConfig
-from vit_tutorial.augment import rand_augment, trivial_augment
 from vit_tutorial.data import CIFAR10, Split
 from vit_tutorial.devices import autocast, describe_hardware, native_bf16, select_device
+from vit_tutorial.graphs import GraphedStep, Prefetcher
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import Run, compile_for, epoch_batches, train_epoch
+from vit_tutorial.run_state import Run
+from vit_tutorial.train import TrainStep, epoch_batches, train_epoch
 
 TRAIN_IMAGES = 45_000  # one epoch of the real recipe
 RECIPE = {"augment": "trivialaugment", "mixup": 0.8, "cutmix": 1.0, "random_erasing": 0.25, "ema": 0.999}
@@ -74,18 +72,17 @@ def synthetic_data(images: int, device: torch.device) -> CIFAR10:
     return CIFAR10(train, val, val, {"source": "synthetic", "description": "synthetic uint8 images"})
 
 
-def make_run(config: TrainConfig, data: CIFAR10, device: torch.device, precision: str, graph: bool) -> Run:
+def make_run(config: TrainConfig, data: CIFAR10, device: torch.device, precision: str, compiled: bool) -> Run:
     model = build_model(ViTConfig(), seed=0)
-    return Run(model, data, config, device=device, precision=precision, capturable=graph)
+    run = Run(model, data, config, device=device, precision=precision, compile=compiled)
+    run.start(None, resume=False)
+    return run
 
 
-def step_of(run: Run, compiled: bool):
-    step = run.step(compile_for(run.model, run.device) if compiled else None)
-    if compiled and run.device.type == "cuda":
-        from vit_tutorial.graphs import GraphedStep
-
-        return GraphedStep(step)
-    return step
+def step_of(run: Run):
+    """The run's step, replayed as one CUDA graph where the run was compiled on CUDA (as `train.fit` does)."""
+    step = TrainStep.of(run)
+    return GraphedStep(step) if run.graph else step
 
 
 def number_formats(device: torch.device, batch: int, repeats: int) -> list[dict[str, Any]]:
@@ -102,8 +99,8 @@ def number_formats(device: torch.device, batch: int, repeats: int) -> list[dict[
 
     steps = {}
     for form in forms:
-        run = make_run(config, data, device, "fp32", graph=False)
-        step = run.step()
+        run = make_run(config, data, device, "fp32", compiled=False)
+        step = TrainStep.of(run)
         images = torch.randn(batch, 3, 32, 32, device=device)
         labels = torch.randint(0, 10, (batch,), device=device)
         run.model.train()
@@ -138,9 +135,9 @@ def cpu_threads(batches: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
         config = TrainConfig(batch_size=batch, augment="none")
         candidates = {}
         for precision in ("fp32", "bf16") if native_bf16(device) else ("fp32",):
-            run = make_run(config, data, device, "fp32", graph=False)
+            run = make_run(config, data, device, "fp32", compiled=False)
             run.model.train()
-            step = run.step()
+            step = TrainStep.of(run)
             images = torch.randn(batch, 3, 32, 32)
             labels = torch.randint(0, 10, (batch,))
             for threads in sorted({1, cores}):
@@ -158,40 +155,17 @@ def cpu_threads(batches: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-def augmentations(device: torch.device, repeats: int) -> list[dict[str, Any]]:
-    """TrivialAugment and RandAugment on 1,024 images: every operation on every image, or each only on its own."""
-    images = torch.randint(0, 256, (1024, 3, 32, 32), dtype=torch.uint8, device=device)
-    rows = []
-    kinds = {
-        "TrivialAugment": lambda dense, g: trivial_augment(images, g, dense=dense),
-        "RandAugment n2 m9": lambda dense, g: rand_augment(images, g, 2, 9, dense=dense),
-    }
-    for name, augment in kinds.items():
-
-        def draw(dense: bool, augment=augment) -> None:
-            augment(dense, torch.Generator(device=device).manual_seed(0))
-
-        candidates = {form: (lambda dense=dense: draw(dense)) for form, dense in (("dense", True), ("sparse", False))}
-        seconds = interleaved(candidates, repeats, device)
-        for form, value in seconds.items():
-            rows.append(_row(name, form, 1024, 1024 / value, 1000 * value, seconds["dense"] / value))
-    return rows
-
-
 def epoch_and_step(
     device: torch.device, batch: int, images: int, precision: str, compiled: bool, repeats: int
 ) -> list[dict[str, Any]]:
     """A whole epoch with the heaviest recipe of the grids against the step alone, as `fit` runs them."""
     data = synthetic_data(images, device)
     config = TrainConfig(batch_size=batch, epochs=10_000, warmup_epochs=0, **RECIPE)
-    run = make_run(config, data, device, precision, graph=compiled and device.type == "cuda")
-    run.set_learning_rates()
-    step = step_of(run, compiled)
+    run = make_run(config, data, device, precision, compiled)
+    step = step_of(run)
     path = "compiled" if compiled else "eager"
     prefetcher = None
     if compiled and device.type == "cuda":
-        from vit_tutorial.graphs import Prefetcher
-
         prefetcher = Prefetcher(device, lambda epoch: epoch_batches(run, epoch), config.epochs)
     epoch = iter(range(10_000))
     run.model.train()
@@ -222,8 +196,7 @@ def stacked(
     device: torch.device, batch: int, parallel: int, images: int, precision: str, compiled: bool, repeats: int
 ) -> list[dict[str, Any]]:
     """`parallel` recipes as one stacked model against one recipe alone: images/s summed over the recipes."""
-    from vit_tutorial.graphs import GraphedStep
-    from vit_tutorial.stacked import StackedStep, _stacked_batches
+    from vit_tutorial.stacked import StackedStep, stacked_batches
 
     data = synthetic_data(images, device)
     config = TrainConfig(batch_size=batch, epochs=10_000, warmup_epochs=0, augment="trivialaugment")
@@ -233,15 +206,14 @@ def stacked(
     counts = {}
     for recipes in (1, parallel):
         runs = [
-            make_run(config.replace(lr=0.05 * (1 + i / 10)), data, device, precision, graph) for i in range(recipes)
+            make_run(config.replace(lr=0.05 * (1 + i / 10)), data, device, precision, compiled) for i in range(recipes)
         ]
         for run in runs:
-            run.set_learning_rates()
             run.model.train()
         stacked_step: Any = StackedStep(runs)
         if graph:
             stacked_step = GraphedStep(stacked_step)
-        fixed = next(_stacked_batches(runs, 0))
+        fixed = next(stacked_batches(runs, 0))
 
         def steps(stacked_step=stacked_step, fixed=fixed, per_epoch=runs[0].steps_per_epoch) -> None:
             for _ in range(per_epoch):
@@ -332,7 +304,6 @@ def main() -> None:
     if args.only == "threads":
         return
     add(number_formats(device, 256, args.repeats))
-    add(augmentations(device, args.repeats))
     precision = "bf16" if native_bf16(device) else "fp32"
     add(stacked(device, 512 if cuda else 64, args.parallel, images, precision, cuda, max(2, args.repeats // 2)))
     for batch in (512, 1024, 256) if cuda else (256,):

@@ -43,6 +43,19 @@ def make_split(n: int, seed: int = 0) -> Split:
     return Split(images.clamp(0, 255).to(torch.uint8), labels)
 
 
+def payload_of(model, config=None, **fields):
+    """The least a checkpoint holds: the model, its configuration, and the record's required fields."""
+    config = config if config is not None else model.config
+    return {
+        "architecture": "vit",
+        "model_config": config.to_dict(),
+        "model": model.state_dict(),
+        "provenance": {"source": "generated"},
+        "hardware": "test",
+        **fields,
+    }
+
+
 def train_tiny(data, config, *, out_dir=None, on_epoch=None, model=None, diagnostics=None, **options):
     """`fit` on a fresh tiny model (or on `model`), on the CPU, without progress bars; `options` are RunOptions."""
     model = model if model is not None else build_model(TINY)

@@ -9,13 +9,11 @@ from vit_tutorial.config import RunOptions
 from vit_tutorial.pretrained import PRETRAINED, load_pretrained
 from vit_tutorial.record import EpochEntry
 
-from .conftest import ENTRY, TINY
+from .conftest import ENTRY, TINY, payload_of
 
 
 def _save(path, model):
-    return save_checkpoint(
-        path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "history": [ENTRY]}
-    )
+    return save_checkpoint(path, payload_of(model, history=[ENTRY]))
 
 
 def test_round_trip_restores_identical_predictions(tmp_path):
@@ -50,7 +48,7 @@ def test_missing_and_foreign_checkpoints_are_explained(tmp_path):
 
 def test_mismatched_weights_are_refused(tmp_path):
     model = ViT(TINY)
-    save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.replace(depth=3).to_dict(), "model": model.state_dict()})
+    save_checkpoint(tmp_path / "m.pt", payload_of(model, TINY.replace(depth=3)))
     with pytest.raises(CheckpointError, match="does not match"):
         load_model(tmp_path / "m.pt")
 
@@ -124,7 +122,7 @@ def test_ship_pretrained_keeps_the_record_and_never_loses_the_shipped_file(tmp_p
 
 
 def test_damaged_bytes_are_caught_by_the_checksum(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    path = save_checkpoint(tmp_path / "m.pt", payload_of(ViT(TINY)))
     data = bytearray(path.read_bytes())
     start = len(data) // 2
     data[start : start + 4096] = os.urandom(4096)  # 4 KB overwritten inside the weights
@@ -134,7 +132,7 @@ def test_damaged_bytes_are_caught_by_the_checksum(tmp_path):
 
 
 def test_a_checkpoint_whose_weights_were_replaced_but_still_unpickle_is_refused(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    path = save_checkpoint(tmp_path / "m.pt", payload_of(ViT(TINY)))
     payload = torch.load(path, weights_only=True)
     payload["model"]["head.weight"] = torch.full_like(payload["model"]["head.weight"], float("nan"))
     torch.save(payload, path)  # structurally valid, checksum now stale
@@ -154,26 +152,18 @@ def test_a_checkpoint_whose_weights_were_replaced_but_still_unpickle_is_refused(
 )
 def test_structurally_valid_but_wrong_checkpoints_are_refused(tmp_path, change, message):
     model = ViT(TINY)
-    payload = {"model_config": TINY.to_dict(), "model": model.state_dict(), "history": [], "best_epoch": 1}
+    payload = payload_of(model, history=[], best_epoch=1)
     change(payload)
     path = save_checkpoint(tmp_path / "m.pt", payload)  # a valid checksum over wrong content
     with pytest.raises(CheckpointError, match=message):
         load_model(path)
 
 
-def test_checkpoints_written_before_the_checksum_still_load(tmp_path):
+def test_a_checkpoint_without_its_checksum_is_refused_and_the_shipped_one_loads(tmp_path):
     model = ViT(TINY)
-    torch.save(
-        {
-            "format": "vit_tutorial.checkpoint/1",
-            "version": "0.1.0",
-            "model_config": TINY.to_dict(),
-            "model": model.state_dict(),
-        },
-        tmp_path / "old.pt",
-    )
-    assert "content_sha256" not in torch.load(tmp_path / "old.pt", weights_only=True)
-    load_model(tmp_path / "old.pt")
+    torch.save({"format": "vit_tutorial.checkpoint/1", "version": "0.1.0", **payload_of(model)}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="lacks \\['content_sha256'\\]"):
+        load_model(tmp_path / "old.pt")
     if PRETRAINED.is_file():
         load_pretrained()
 
@@ -191,7 +181,7 @@ def test_checkpoints_written_before_the_checksum_still_load(tmp_path):
     ],
 )
 def test_a_checkpoint_with_a_valid_checksum_but_bad_content_fails_early_in_one_line(tmp_path, change, message):
-    payload = {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()}
+    payload = payload_of(ViT(TINY))
     change(payload)
     path = save_checkpoint(tmp_path / "m.pt", payload)  # the checksum is of the bad content: it matches
     with pytest.raises(CheckpointError, match=message):

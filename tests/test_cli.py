@@ -10,7 +10,7 @@ from vit_tutorial import cli
 from vit_tutorial.checkpoint import save_checkpoint
 from vit_tutorial.data import load_data
 
-from .conftest import TINY_ARGS, one_clean_line, run, train_args, write_image_folder
+from .conftest import TINY_ARGS, one_clean_line, payload_of, run, train_args, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_predict_works_with_every_registered_model(cli_workspace):
     model = FineTunedViT()
     path = save_checkpoint(
         root / "vit_b_16.pt",
-        {"architecture": "vit_b_16", "model_config": model.config.to_dict(), "model": model.state_dict()},
+        payload_of(model, architecture="vit_b_16"),
     )
     image = root / "cifar" / "test" / "cat" / "0000.png"
     predicted = run("predict", str(image), "--checkpoint", str(path), "--top-k", "2", env=env)

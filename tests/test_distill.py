@@ -11,7 +11,7 @@ from vit_tutorial.distill import distillation_loss, load_teacher
 from vit_tutorial.registry import build_model
 from vit_tutorial.train import fit
 
-from .conftest import TINY
+from .conftest import TINY, payload_of
 
 
 def test_hard_and_soft_losses_follow_their_formulas():
@@ -42,9 +42,7 @@ def test_a_run_learns_from_a_frozen_teacher(fake_data, quick_train_config, tmp_p
         quick_train_config.replace(epochs=4),
         options=RunOptions(device="cpu", progress=False),
     )
-    path = save_checkpoint(
-        tmp_path / "teacher.pt", {"model_config": TINY.to_dict(), "model": teacher.model.state_dict()}
-    )
+    path = save_checkpoint(tmp_path / "teacher.pt", payload_of(teacher.model))
     before = {k: v.clone() for k, v in load_teacher(path).state_dict().items()}
     loaded = load_teacher(path)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())

@@ -6,11 +6,11 @@ import torch
 from vit_tutorial import CheckpointError, ViT
 from vit_tutorial.checkpoint import save_checkpoint
 
-from .conftest import TINY
+from .conftest import TINY, payload_of
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_old_file(tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    path = save_checkpoint(tmp_path / "m.pt", payload_of(ViT(TINY)))
     before = path.read_bytes()
 
     def no_space(*args, **kwargs):
@@ -18,12 +18,12 @@ def test_a_full_disk_while_checkpointing_keeps_the_old_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", no_space)
     with pytest.raises(CheckpointError, match="No space left on device"):
-        save_checkpoint(path, {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+        save_checkpoint(path, payload_of(ViT(TINY)))
     assert path.read_bytes() == before and not list(tmp_path.glob("*.partial"))
 
 
 def test_ctrl_c_while_writing_a_checkpoint_leaves_the_old_file_and_no_partial(tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    path = save_checkpoint(tmp_path / "m.pt", payload_of(ViT(TINY)))
     before = path.read_bytes()
     real_save = torch.save
 
@@ -33,13 +33,13 @@ def test_ctrl_c_while_writing_a_checkpoint_leaves_the_old_file_and_no_partial(tm
 
     monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+        save_checkpoint(path, payload_of(ViT(TINY)))
     assert path.read_bytes() == before and not list(tmp_path.glob("*.partial"))
 
 
 def test_a_write_that_fails_with_any_error_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     """torch.save reports a full disk or a file-size limit as RuntimeError, not OSError."""
-    path = save_checkpoint(tmp_path / "m.pt", {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+    path = save_checkpoint(tmp_path / "m.pt", payload_of(ViT(TINY)))
     before = path.read_bytes()
 
     def full(*args, **kwargs):
@@ -47,7 +47,7 @@ def test_a_write_that_fails_with_any_error_is_one_line_and_leaves_nothing(tmp_pa
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(CheckpointError, match=r"cannot write .*m\.pt \(\[enforce fail.*\); choose another --out"):
-        save_checkpoint(path, {"model_config": TINY.to_dict(), "model": ViT(TINY).state_dict()})
+        save_checkpoint(path, payload_of(ViT(TINY)))
     assert path.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name != "m.pt"]
 
 

@@ -58,7 +58,14 @@ def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path)
     config = quick_train_config.replace(epochs=12, batch_size=25, lr=0.1)
     result = train_tiny(fake_data, config, out_dir=tmp_path)
     assert [h.epoch for h in result.history] == list(range(1, 13))
-    assert set(result.history[0].to_dict()) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(result.history[0].to_dict()) >= {
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    }
     assert max(h.val_accuracy for h in result.history) > 0.5  # 10 classes: chance is 0.1
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["best_epoch"] == result.best_epoch and best["provenance"]["source"] == "generated"

@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ import torch
 from vit_tutorial import TrainConfig, ViTConfig
 from vit_tutorial.data import load_data
 from vit_tutorial.devices import describe_hardware, resolve_precision, select_device
-from vit_tutorial.diagnostics import query_key_weights
+from vit_tutorial.parameters import query_key_weights
 from vit_tutorial.registry import build_model
-from vit_tutorial.train import Run, TrainStep, epoch_batches, train_epoch, training_entry
+from vit_tutorial.run_state import Run
+from vit_tutorial.train import TrainStep, epoch_batches, run_epoch
 
 RECIPE = dict(
     batch_size=128,
@@ -118,18 +118,15 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device("cpu")
     model = build_model(ViTConfig(), config.seed)
     run = Run(model, data, config, device=device, precision=resolve_precision("auto", device))
-    run.set_learning_rates()
-    step = ProbedStep(model, None, run.optimizer, config, device, precision=run.precision)
+    run.start(None, resume=False)
+    step = ProbedStep.of(run)
     history = []
     for epoch in range(config.epochs):
-        started = time.perf_counter()
-        lr = run.begin_epoch(epoch)
-        steps = train_epoch(step, epoch_batches(run, epoch), run.scheduler)
-        totals = step.totals(run.images_per_epoch, steps)
-        entry = run.evaluate(training_entry(epoch, lr, totals, run.images_per_epoch, time.perf_counter() - started))
-        history.append({k: entry[k] for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_accuracy")})
-        history[-1]["train_clean_accuracy"] = entry.get("train_clean_accuracy")
-        history[-1]["images_per_second"] = entry["images_per_second"]
+        (entry,) = run_epoch([run], step, epoch, epoch_batches(run, epoch), progress=False)
+        history.append(
+            {k: getattr(entry, k) for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_accuracy")}
+            | {"train_clean_accuracy": entry.train_clean_accuracy, "images_per_second": entry.images_per_second}
+        )
         print(json.dumps(history[-1]), flush=True)
     return {
         "recipe": config.to_dict(),

@@ -19,7 +19,7 @@ from vit_tutorial.checkpoint import load_checkpoint, model_from_checkpoint
 from vit_tutorial.data import load_data
 from vit_tutorial.errors import VitTutorialError, first_line
 from vit_tutorial.record import RunRecord
-from vit_tutorial.runs import run_record, write_run_record
+from vit_tutorial.records import run_record, write_run_record
 
 
 def main() -> None:

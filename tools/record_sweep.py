@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from vit_tutorial.runs import sweep_record, write_sweep_record
+from vit_tutorial.records import sweep_record, write_sweep_record
 
 
 def main() -> None:

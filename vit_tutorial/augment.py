@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,25 +68,6 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
 
 # Automatic augmentation: one table of operations, two ways of drawing from it ----------------------------
 
-OPERATIONS: tuple[str, ...] = (
-    "identity",
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "brightness",
-    "color",
-    "contrast",
-    "sharpness",
-    "posterize",
-    "solarize",
-    "autocontrast",
-    "equalize",
-)
-SIGNED = frozenset(
-    {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast", "sharpness"}
-)
 BINS = 31  # magnitude levels 0..30, as in torchvision
 # Largest magnitude of each operation (level 30), and how many bits posterize drops at level 30.
 TRIVIAL_AUGMENT_WIDE = {"shear": 0.99, "translate": 32.0, "rotate": 135.0, "enhance": 0.99, "posterize_drop": 6}
@@ -96,7 +78,7 @@ RAND_AUGMENT = {"shear": 0.3, "translate": 150.0 / 331.0 * 32, "rotate": 30.0, "
 def _table_on(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The magnitude table of a space and the signed-operation mask, made once per device."""
     space = {"trivialaugment": TRIVIAL_AUGMENT_WIDE, "randaugment": RAND_AUGMENT}[name]
-    signed = torch.tensor([op in SIGNED for op in OPERATIONS])
+    signed = torch.tensor([operation.signed for operation in AUTO_AUGMENT])
     return magnitude_table(space).to(device), signed.to(device)
 
 
@@ -106,28 +88,21 @@ def magnitude_table(space: dict[str, float]) -> torch.Tensor:
     Built exactly as torchvision builds its augmentation spaces (float32 `linspace`), so that a level
     means the same number here and there. Posterize holds bits kept, solarize the threshold fraction.
     """
-    largest = {
-        "shear_x": space["shear"],
-        "shear_y": space["shear"],
-        "translate_x": space["translate"],
-        "translate_y": space["translate"],
-        "rotate": space["rotate"],
-        "brightness": space["enhance"],
-        "color": space["enhance"],
-        "contrast": space["enhance"],
-        "sharpness": space["enhance"],
-    }
-    table = torch.zeros(len(OPERATIONS), BINS, dtype=torch.float64)
-    for i, name in enumerate(OPERATIONS):
-        if name in largest:
-            table[i] = torch.linspace(0.0, largest[name], BINS).double()
-    drop = space["posterize_drop"]
-    table[OPERATIONS.index("posterize")] = (8 - (torch.arange(BINS) / ((BINS - 1) / drop))).round().int().double()
-    table[OPERATIONS.index("solarize")] = torch.linspace(1.0, 0.0, BINS).double()
-    return table
+    zero = torch.zeros(BINS, dtype=torch.float64)
+    return torch.stack([operation.levels(space) if operation.levels else zero for operation in AUTO_AUGMENT])
 
 
-def trivial_augment(images: torch.Tensor, generator: torch.Generator, *, dense: bool = False) -> torch.Tensor:
+def _up_to(largest: str):
+    """Levels from 0 to the space's `largest` magnitude of that kind, evenly spaced."""
+    return lambda space: torch.linspace(0.0, space[largest], BINS).double()
+
+
+def _posterize_levels(space: dict[str, float]) -> torch.Tensor:
+    """Bits kept: 8 at level 0, down by the space's `posterize_drop` at level 30."""
+    return (8 - (torch.arange(BINS) / ((BINS - 1) / space["posterize_drop"]))).round().int().double()
+
+
+def trivial_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """TrivialAugment-Wide: each image gets one random operation at a random level, with a random sign.
 
     Args:
@@ -136,13 +111,10 @@ def trivial_augment(images: torch.Tensor, generator: torch.Generator, *, dense: 
     b = images.shape[0]
     op = _randint(len(OPERATIONS), b, generator, images.device)
     level = _randint(BINS, b, generator, images.device)
-    apply = apply_operations_dense if dense else apply_operations
-    return apply(images, op, _signed_magnitude("trivialaugment", op, level, generator))
+    return apply_operations(images, op, _signed_magnitude("trivialaugment", op, level, generator))
 
 
-def rand_augment(
-    images: torch.Tensor, generator: torch.Generator, n: int = 2, m: int = 9, *, dense: bool = False
-) -> torch.Tensor:
+def rand_augment(images: torch.Tensor, generator: torch.Generator, n: int = 2, m: int = 9) -> torch.Tensor:
     """RandAugment: `n` random operations in a row per image, all at level `m` (0..30), each with a random sign.
 
     Args:
@@ -152,8 +124,7 @@ def rand_augment(
     level = torch.full((b,), m, dtype=torch.long, device=images.device)
     for _ in range(n):
         op = _randint(len(OPERATIONS), b, generator, images.device)
-        apply = apply_operations_dense if dense else apply_operations
-        images = apply(images, op, _signed_magnitude("randaugment", op, level, generator))
+        images = apply_operations(images, op, _signed_magnitude("randaugment", op, level, generator))
     return images
 
 
@@ -172,8 +143,8 @@ def apply_operations(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Te
     """Apply operation `op[i]` (an index into OPERATIONS) with `magnitude[i]` to image i.
 
     Each operation runs only on the images that drew it, so a batch costs about one operation per image;
-    learning how many drew each costs one host synchronisation per call. `apply_operations_dense` gives
-    the same output with shapes that do not depend on the draw.
+    learning how many drew each costs one host synchronisation per call (every operation on every image,
+    with shapes that do not depend on the draw, measured 16 times slower on the CPU).
 
     Args:
         images: (B, C, H, W) uint8.
@@ -184,22 +155,11 @@ def apply_operations(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Te
     order = torch.argsort(op, stable=True)  # the images grouped by the operation they drew
     counts = torch.bincount(op, minlength=len(OPERATIONS)).tolist()
     start = counts[0]  # identity: nothing to do
-    for name, count in zip(OPERATIONS[1:], counts[1:]):
+    for operation, count in zip(AUTO_AUGMENT[1:], counts[1:]):
         if count:
             chosen = order[start : start + count]
-            out[chosen] = OPERATION_FUNCTIONS[name](images[chosen], magnitude[chosen])
+            out[chosen] = operation.fn(images[chosen], magnitude[chosen])
         start += count
-    return out
-
-
-def apply_operations_dense(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """`apply_operations`, computing every operation for the whole batch and keeping each image's own: no
-    shape depends on the draw, as a captured graph needs, at 13 times the work. Kept to check and measure
-    the sparse form against."""
-    out = images
-    for i, name in enumerate(OPERATIONS[1:], start=1):
-        chosen = (op == i)[:, None, None, None]
-        out = torch.where(chosen, OPERATION_FUNCTIONS[name](images, magnitude), out)
     return out
 
 
@@ -342,21 +302,37 @@ def _equalize(images, magnitude):
     return TF.equalize(images)  # per image and channel already
 
 
-OPERATION_FUNCTIONS = {
-    "shear_x": lambda images, m: _shear(images, m, 0),
-    "shear_y": lambda images, m: _shear(images, m, 1),
-    "translate_x": lambda images, m: _translate(images, m, 0),
-    "translate_y": lambda images, m: _translate(images, m, 1),
-    "rotate": _rotate,
-    "brightness": _brightness,
-    "color": _color,
-    "contrast": _contrast,
-    "sharpness": _sharpness,
-    "posterize": _posterize,
-    "solarize": _solarize,
-    "autocontrast": _autocontrast,
-    "equalize": _equalize,
-}
+@dataclass(frozen=True)
+class Operation:
+    """One operation of TrivialAugment and RandAugment: its name, what it does to the images that drew it
+    (`fn(images, magnitudes)`, (B, C, H, W) uint8 and (B,) float64), whether its magnitude takes a random
+    sign, and its magnitude at each of the `BINS` levels in a space (None: it has no magnitude)."""
+
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    signed: bool = False
+    levels: Callable[[dict[str, float]], torch.Tensor] | None = None
+
+
+# The operations, in torchvision's order: adding one is one line here.
+AUTO_AUGMENT: tuple[Operation, ...] = (
+    Operation("identity", lambda images, m: images),
+    Operation("shear_x", lambda images, m: _shear(images, m, 0), True, _up_to("shear")),
+    Operation("shear_y", lambda images, m: _shear(images, m, 1), True, _up_to("shear")),
+    Operation("translate_x", lambda images, m: _translate(images, m, 0), True, _up_to("translate")),
+    Operation("translate_y", lambda images, m: _translate(images, m, 1), True, _up_to("translate")),
+    Operation("rotate", _rotate, True, _up_to("rotate")),
+    Operation("brightness", _brightness, True, _up_to("enhance")),
+    Operation("color", _color, True, _up_to("enhance")),
+    Operation("contrast", _contrast, True, _up_to("enhance")),
+    Operation("sharpness", _sharpness, True, _up_to("enhance")),
+    Operation("posterize", _posterize, False, _posterize_levels),
+    Operation("solarize", _solarize, False, lambda space: torch.linspace(1.0, 0.0, BINS).double()),
+    Operation("autocontrast", _autocontrast),
+    Operation("equalize", _equalize),
+)
+OPERATIONS: tuple[str, ...] = tuple(operation.name for operation in AUTO_AUGMENT)
+SIGNED = frozenset(operation.name for operation in AUTO_AUGMENT if operation.signed)
 
 
 def random_erasing(
@@ -397,7 +373,6 @@ def augment_batch(
     *,
     randaugment_n: int = 2,
     randaugment_m: int = 9,
-    dense: bool = False,
 ) -> torch.Tensor:
     """Apply the named augmentation (see `TrainConfig.augment`) to a (B, C, H, W) uint8 batch.
 
@@ -411,9 +386,9 @@ def augment_batch(
     if kind == "flip-crop-cutout":
         images = cutout(images, 12, generator)
     elif kind == "trivialaugment":
-        images = trivial_augment(images, generator, dense=dense)
+        images = trivial_augment(images, generator)
     elif kind == "randaugment":
-        images = rand_augment(images, generator, randaugment_n, randaugment_m, dense=dense)
+        images = rand_augment(images, generator, randaugment_n, randaugment_m)
     return images
 
 
@@ -474,10 +449,9 @@ class Pipeline:
     mixup: float = 0.0
     cutmix: float = 0.0
     num_classes: int = 10
-    dense: bool = False  # every operation on every image (the graph-friendly form), for comparison
 
     @classmethod
-    def from_config(cls, config: TrainConfig, num_classes: int = 10, dense: bool = False) -> Pipeline:
+    def from_config(cls, config: TrainConfig, num_classes: int = 10) -> Pipeline:
         return cls(
             augment=config.augment,
             randaugment_n=config.randaugment_n,
@@ -486,7 +460,6 @@ class Pipeline:
             mixup=config.mixup,
             cutmix=config.cutmix,
             num_classes=num_classes,
-            dense=dense,
         )
 
     @property
@@ -509,7 +482,6 @@ class Pipeline:
             generator,
             randaugment_n=self.randaugment_n,
             randaugment_m=self.randaugment_m,
-            dense=self.dense,
         )
         device = device if device is not None else images.device
         images = normalize(images.to(device, non_blocking=True))

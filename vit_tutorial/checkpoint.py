@@ -5,7 +5,7 @@ and read back with `torch.load(..., weights_only=True)`, which refuses anything 
 run's record (`record.RunRecord`: both configs, the history, the data provenance) and the package
 version, so a model can be rebuilt and its numbers traced from the file alone. A SHA-256 digest of its
 whole content, written at save time, is checked at load time, so damaged bytes are refused instead of
-used; files written before the digest existed still load. The schema follows from the record's fields;
+used. The schema follows from the record's fields;
 the configs are validated as the configs themselves validate; weights must be finite.
 """
 
@@ -28,7 +28,7 @@ from .registry import MODELS, spec_named
 
 FORMAT = "vit_tutorial.checkpoint/1"
 CHECKSUM = "content_sha256"
-REQUIRED_KEYS = ("format", "version", "model_config", "model")
+REQUIRED_KEYS = ("format", "version", CHECKSUM, "architecture", "model_config", "model")
 WEIGHTS = ("model", "best_model", "ema")
 # The type of every field a checkpoint of this package may hold: the record's, what resuming needs, and these.
 SCHEMA: dict[str, tuple[type, ...]] = {
@@ -36,11 +36,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "version": (str,),
     CHECKSUM: (str,),
     **CHECKPOINT_SCHEMA,
-    "architecture": (str, type(None)),  # None and no train config in files written before the fields existed
-    "train_config": (dict, type(None)),
+    "architecture": (str,),
 }
-# Weight names of older releases, mapped to today's (the MLP's layers became fc1 and fc2, as in timm).
-RENAMED_WEIGHTS = {"vit": ((".mlp.net.0.", ".mlp.fc1."), (".mlp.net.3.", ".mlp.fc2."))}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -107,24 +104,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a vit_tutorial checkpoint (expected format {FORMAT!r}, found {found!r})")
-    if CHECKSUM in payload and payload[CHECKSUM] != content_digest(payload):
+    if CHECKSUM in payload and payload[CHECKSUM] != content_digest(payload):  # a missing one: check_schema
         raise CheckpointError(
             f"{path} is damaged: its content does not match the checksum written with it; "
             f"re-run training or use another copy"
         )
     check_schema(payload, str(path))
-    return upgrade_weights(payload)
-
-
-def upgrade_weights(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload with weight names of older releases renamed to today's (its checksum is of the stored form)."""
-    renames = RENAMED_WEIGHTS.get(stored_architecture(payload), ())
-    for key in WEIGHTS:
-        if key in payload:
-            state = payload[key]
-            for old, new in renames:
-                state = {name.replace(old, new): value for name, value in state.items()}
-            payload[key] = state
     return payload
 
 
@@ -172,8 +157,8 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
 
 
 def stored_architecture(payload: dict[str, Any], source: str = "checkpoint") -> str:
-    """The model a checkpoint holds, by its registry name ('vit' for files written before the field existed)."""
-    architecture = payload.get("architecture") or "vit"
+    """The model a checkpoint holds, by its registry name."""
+    architecture = payload.get("architecture")
     if architecture not in MODELS:
         raise CheckpointError(f"{source} holds a {architecture!r} model; this package rebuilds {sorted(MODELS)}")
     return architecture

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import TrainConfig
+from .registry import spec_named
 
 
 @dataclass
@@ -125,24 +126,14 @@ class RunRecord:
         Raises:
             ValueError or TypeError: a config that does not validate, or a missing required field.
         """
-        from .registry import spec_named
-
         known = {f.name for f in dataclasses.fields(cls)}
         present = {key: value for key, value in values.items() if key in known}
-        if "epochs_run" not in present and "epoch" in values:  # last.pt files written before the record
-            present["epochs_run"] = values["epoch"]
-        architecture = present.get("architecture") or "vit"
-        present["architecture"] = architecture
-        present["model_config"] = spec_named(architecture).config_class.from_dict(values["model_config"])
+        present["model_config"] = spec_named(values["architecture"]).config_class.from_dict(values["model_config"])
         present["train_config"] = TrainConfig.from_dict(values.get("train_config") or {})
         history = present.get("history", [])
         if not isinstance(history, list):
             raise ValueError(f"a run's history is a list of epochs, found {type(history).__name__}")
         present["history"] = [EpochEntry.from_dict(entry) for entry in history]
-        present.setdefault("provenance", {})
-        present.setdefault("hardware", "")
-        # before the field existed, runs on CUDA trained in bfloat16 autocast and the others in float32
-        present.setdefault("precision", "bf16" if "(CUDA)" in present["hardware"] else "fp32")
         return cls(**present)
 
     def is_run_of(self, model_config: Any, train_config: TrainConfig) -> bool:
@@ -164,7 +155,6 @@ CHECKPOINT_STATE: dict[str, tuple[type, ...]] = {
     "optimizer": (dict,),
     "scheduler": (dict,),
     "bad_epochs": (int,),
-    "epoch": (int,),  # written before the record had epochs_run
 }
 
 
