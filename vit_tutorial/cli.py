@@ -106,7 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{train,sweep,finetune,evaluate,predict}", parser_class=Parser
     )
+    for add in (
+        _add_train_command,
+        _add_sweep_command,
+        _add_finetune_command,
+        _add_evaluate_command,
+        _add_predict_command,
+    ):
+        add(commands)
+    return parser
 
+
+def _add_train_command(commands) -> None:
     train = commands.add_parser(
         "train",
         help="train a ViT (or the ResNet baseline) with early stopping",
@@ -118,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
 
+
+def _add_sweep_command(commands) -> None:
     sweep = commands.add_parser(
         "sweep",
         help="train a grid of recipes side by side and rank them by validation accuracy",
@@ -141,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(sweep, RunOptions, SWEEP_RUN_OPTIONS)
     _add_data_options(sweep)
 
+
+def _add_finetune_command(commands) -> None:
     from .finetune import FINETUNE_RECIPE
 
     finetune = commands.add_parser(
@@ -160,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(finetune, FineTuneConfig)
     _add_config_options(finetune, TrainConfig, defaults=FINETUNE_RECIPE)
 
+
+def _add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="test-set metrics of a checkpoint",
@@ -175,13 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         "best.pt, metrics-NAME.json for NAME.pt, metrics-subset-N.json with --subset)",
     )
 
+
+def _add_predict_command(commands) -> None:
     predict = commands.add_parser(
         "predict", help="top-k classes for image files", description="Classify image files of any size."
     )
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--checkpoint", type=Path, help="checkpoint to use (default: runs/vit/best.pt)")
     predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
-    return parser
 
 
 def _load_data(args: argparse.Namespace, val_size: int, seed: int, test_only: bool = False):

@@ -26,6 +26,14 @@ def shown(path: str | os.PathLike) -> str:
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def option(name: str, value: object = None) -> str:
+    """An option as a message names it for both audiences: the command line's flag, and the argument or field
+    name a notebook passes (`option("init_from")` is "--init-from (init_from)", `option("epochs", 4)` is
+    "--epochs 4 (epochs=4)")."""
+    flag = f"--{name.replace('_', '-')}"
+    return f"{flag} ({name})" if value is None else f"{flag} {value} ({name}={value})"
+
+
 class VitTutorialError(Exception):
     """Bad input a user can fix: missing data, a corrupt checkpoint, an unreadable image."""
 

@@ -102,11 +102,6 @@ def weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(WEIGHTS.url).name
 
 
-def weights_available() -> bool:
-    """True when the ImageNet weights are already on this machine (no download needed)."""
-    return weights_file().is_file()
-
-
 def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progress: bool = True) -> FineTunedViT:
     """Copy the ImageNet-pretrained ViT-B/16 into `model`'s backbone (all but the new head).
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .errors import CheckpointError, RunInUseError, TrainingDivergedError, first_line, shown
+from .errors import CheckpointError, RunInUseError, TrainingDivergedError, first_line, option, shown
 from .record import EpochEntry, RunRecord
 
 RUNS_ENV = "VIT_TUTORIAL_RUNS"
@@ -75,7 +75,7 @@ def locked(folder: Path, what: str = "a run") -> Iterator[None]:
         handle = open(folder / LOCK, "a+")  # noqa: SIM115 (held open for the lock's life)
     except OSError as error:
         raise CheckpointError(
-            f"cannot write {shown(folder)} ({error.strerror or first_line(error)}); choose another --out"
+            f"cannot write {shown(folder)} ({error.strerror or first_line(error)}); choose another run folder (--out)"
         ) from None
     with handle:
         try:
@@ -140,8 +140,8 @@ class RunFolder:
             return
         if not overwrite:
             raise CheckpointError(
-                f"{shown(self.path)} already holds a run ({', '.join(p.name for p in existing)}); add --resume to "
-                f"continue it, --overwrite to replace it, or choose another --out"
+                f"{shown(self.path)} already holds a run ({', '.join(p.name for p in existing)}); add "
+                f"{option('resume')} to continue it, {option('overwrite')} to replace it, or choose another folder"
             )
         for path in existing:
             path.unlink()
@@ -153,7 +153,9 @@ class RunFolder:
             CheckpointError: nothing to resume, another configuration or data set, or state that does not fit.
         """
         if not self.last.is_file():
-            raise CheckpointError(f"nothing to resume: no {LAST} in {shown(self.path)}; start without --resume")
+            raise CheckpointError(
+                f"nothing to resume: no {LAST} in {shown(self.path)}; start without {option('resume')}"
+            )
         payload = load_checkpoint(self.last)
         changes = resumable_changes(self.last, payload, run.config, run.record.model_config)
         check_same_data(self.last, payload.get("provenance") or {}, run.record.provenance)
@@ -161,7 +163,7 @@ class RunFolder:
             run.restore(payload, changes)
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(
-                f"{shown(self.last)} cannot be resumed ({first_line(error, 160)}); use a new --out"
+                f"{shown(self.last)} cannot be resumed ({first_line(error, 160)}); train into another folder"
             ) from None
 
     def unfinished_run(self) -> RunRecord | None:
@@ -196,19 +198,19 @@ def resumable_changes(path: Path, payload: dict[str, Any], config: TrainConfig, 
         differing = [k for k in TrainConfig.__dataclass_fields__ if getattr(then, k) != getattr(config, k)]
         raise CheckpointError(
             f"{shown(path)} was written with another training configuration ({', '.join(differing)} differ); resume "
-            f"with the same options (only --lr and --grad-clip may change, and --epochs of a constant rate) or use "
-            f"a new --out"
+            f"with the same options (only {option('lr')} and {option('grad_clip')} may change, and "
+            f"{option('epochs')} of a constant rate) or train into another folder"
         )
     if "epochs" in changes and (then.schedule != "constant" or then.cooldown_epochs):
         raise CheckpointError(
             f"{shown(path)} was written with another training configuration (epochs differ): the shape of its "
             f"{then.schedule} schedule{' with a cooldown' if then.cooldown_epochs else ''} depends on its length; "
-            f"resume with --epochs {then.epochs} (only a constant rate can be extended)"
+            f"resume with {option('epochs', then.epochs)} (only a constant rate can be extended)"
         )
     if config.epochs < stored.epochs_run:
         raise CheckpointError(
             f"{shown(path)} has already run {stored.epochs_run} epochs; "
-            f"resume with --epochs {stored.epochs_run} or more"
+            f"resume with {option('epochs', stored.epochs_run)} or more"
         )
     return changes
 
@@ -234,7 +236,7 @@ def check_same_data(path: Path, stored: dict, current: dict) -> None:
         described = ", ".join(f"{k}: {stored.get(k)!r} then, {current.get(k)!r} now" for k in differing)
         raise CheckpointError(
             f"{shown(path)} was trained on other data ({described}); resume with the same data options "
-            f"(--data, --subset, --val-size, --seed) or use a new --out"
+            f"(data, subset, val_size and seed) or train into another folder"
         )
 
 
@@ -248,11 +250,11 @@ def check_finite(entry: EpochEntry, model: nn.Module, folder: RunFolder | None) 
     if folder is not None and folder.last.is_file():
         good = RunRecord.from_dict(load_checkpoint(folder.last)).epochs_run
         kept = f"{shown(folder.last)} still holds the last good epoch ({good})"
-        advice = "continue from it with --resume and a lower --lr (or a --grad-clip)"
+        advice = f"continue from it with {option('resume')} and a lower {option('lr')} (or {option('grad_clip')})"
     elif folder is not None:
         kept, advice = (
             "no epoch finished, so no checkpoint was written",
-            "start again with a lower --lr (or a --grad-clip)",
+            f"start again with a lower {option('lr')} (or {option('grad_clip')})",
         )
     else:
         kept, advice = "nothing was being saved", "train again with a lower learning rate or gradient clipping"

@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import RunOptions, TrainConfig
 from .data import CIFAR10
-from .errors import Interrupted, shown
+from .errors import Interrupted, option, shown
 from .evaluate import save_metrics, test_metrics
 from .files import write_json
 from .records import FinishedRun, find_finished_run, load_run_record
@@ -42,7 +42,7 @@ def train_run(
         result = fit(model, data, config, out_dir=folder.path, options=options)
     except KeyboardInterrupt as stop:
         kept = (
-            f"finished epochs are saved in {shown(folder.last)}: add --resume to continue"
+            f"finished epochs are saved in {shown(folder.last)}: add {option('resume')} to continue"
             if folder.last.is_file()
             else "no epoch had finished, so nothing was saved"
         )

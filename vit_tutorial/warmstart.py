@@ -22,7 +22,7 @@ from torch import nn
 from .checkpoint import load_checkpoint, stored_architecture
 from .config import TrainConfig
 from .diagnostics import revive_collapsed
-from .errors import CheckpointError, first_line, shown
+from .errors import CheckpointError, first_line, option, shown
 from .registry import architecture_of, config_of
 from .run_folder import check_same_data, stored_record
 
@@ -50,7 +50,7 @@ def start_from(
         or payload["model_config"] != config_of(model).to_dict()
     ):
         raise CheckpointError(
-            f"--init-from {source} holds a {stored_architecture(payload, source)} {payload['model_config']}, "
+            f"{option('init_from')} {source} holds a {stored_architecture(payload, source)} {payload['model_config']}, "
             f"not this run's {architecture_of(model)} {config_of(model).to_dict()}; "
             "start from a checkpoint of the same model"
         )
@@ -58,9 +58,9 @@ def start_from(
     for key in ("split_seed", "val_size"):
         if key in stored and key in provenance and stored[key] != provenance[key]:
             raise CheckpointError(
-                f"--init-from {source} was validated on another split "
+                f"{option('init_from')} {source} was validated on another split "
                 f"({key} {stored[key]}, this run {provenance[key]}): its validation images may be among those it "
-                "learned from; use the same --seed and --val-size"
+                "learned from; use the same seed and val_size"
             )
     model.load_state_dict(payload["model"])
     start = {
@@ -111,7 +111,7 @@ def branch(run) -> None:
     if config.epochs != end:
         raise CheckpointError(
             f"{shown(source)} ends after epoch {stored.epochs_run}, so a cooldown of {config.cooldown_epochs} "
-            f"epochs ends at epoch {end}: give --epochs {end}"
+            f"epochs ends at epoch {end}: give {option('epochs', end)}"
         )
     differing = [
         k
@@ -121,7 +121,7 @@ def branch(run) -> None:
     if differing:
         raise CheckpointError(
             f"{shown(source)} was trained with other options ({', '.join(differing)} differ); a cooldown takes the "
-            "main run's options, with --branch-from, --cooldown-epochs and --epochs"
+            f"main run's options, with {option('branch_from')}, {option('cooldown_epochs')} and {option('epochs')}"
         )
     check_same_data(source, payload.get("provenance") or {}, run.record.provenance)
     try:
