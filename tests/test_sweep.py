@@ -238,3 +238,15 @@ def test_more_grid_mistakes_are_named(tmp_path, text, message):
     (tmp_path / "grid.toml").write_text(text)
     with pytest.raises(GridError, match=message):
         load_grid(tmp_path / "grid.toml")
+
+
+def test_sweep_places_its_workers_on_the_devices_given(tmp_path, cli_workspace):
+    root, env = cli_workspace
+    (root / "grid.toml").write_text(GRID.replace("[recipes.diverges]\nlr = 1e12\ngrad_clip = 0.0\n", ""))
+    out = root / "sweep"
+    missing = run("sweep", str(root / "grid.toml"), "--out", str(out), "--devices", "cpu,cuda:7", env=env)
+    assert missing.returncode == 2 and "cuda:7" in missing.stderr and not (out / "light").exists()
+    placed = run("sweep", str(root / "grid.toml"), "--out", str(out), "--devices", "cpu", "--parallel", "2", env=env)
+    assert placed.returncode == 0, placed.stderr
+    rows = json.loads((out / "results.json").read_text())["recipes"]
+    assert all(row["hardware"].endswith("(cpu)") for row in rows)

@@ -151,6 +151,12 @@ def _add_sweep_command(commands) -> None:
         help="train recipes that share the model and batch size as one stacked model in one process "
         "(vit_tutorial.stacked); the others as separate workers",
     )
+    sweep.add_argument(
+        "--devices",
+        metavar="D1,D2,...",
+        help="place the workers on these devices, each on the least busy one (e.g. cuda:0,cuda:1); "
+        "default: --device for all",
+    )
     _add_config_options(sweep, RunOptions, SWEEP_RUN_OPTIONS)
     _add_data_options(sweep)
 
@@ -253,6 +259,7 @@ def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, defau
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from .devices import select_device
     from .sweep import SweepOptions, run_sweep
 
     if args.subset is not None:
@@ -262,7 +269,10 @@ def _sweep(args: argparse.Namespace) -> None:
             raise ValueError(f"--subset must be at least {MIN_SUBSET} training images, got {args.subset}")
 
     run = _config_from_args(RunOptions, args)
-    options = SweepOptions(data=args.data, download=args.download, subset=args.subset, run=run)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
+    for device in devices:
+        select_device(device)  # an unknown or missing device is refused before any worker starts
+    options = SweepOptions(data=args.data, download=args.download, subset=args.subset, run=run, devices=devices)
     rows = run_sweep(args.grid, args.out, parallel=args.parallel, options=options, stack=args.stack)
     print((args.out / "results.md").read_text(), end="")
     failed = [row["recipe"] for row in rows if row["status"] != "finished"]

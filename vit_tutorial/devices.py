@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from .config import RunOptions
+
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 
@@ -111,3 +113,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
     stack.enter_context(sdpa_kernel(SDPBackend.MATH))
     return stack
+
+
+def device_for(options: RunOptions, local_rank: int | None = None) -> tuple[torch.device, str]:
+    """The device and number format `options` ask for, with the CPU threads they set; on several processes
+    (`local_rank`, see `distributed`), each takes its own GPU."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = select_device(options.device)
+    if local_rank is not None and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+    return device, resolve_precision(options.precision, device)

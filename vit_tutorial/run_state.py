@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of everything random in `epoch` (0-based) of a run seeded `seed`: shuffling, augmentation, dropout.
     Each epoch is seeded by its number alone, so a resumed run repeats the uninterrupted one exactly."""
     return seed * EPOCH_SEED_STRIDE + epoch
+
+
+class Schedules:
+    """Steps the learning-rate schedule of every run of a group at once, after each of their common steps."""
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self.runs = runs
+
+    def step(self) -> None:
+        for run in self.runs:
+            run.scheduler.step()
 
 
 def compile_for(model: nn.Module, device: torch.device) -> nn.Module:

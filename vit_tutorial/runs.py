@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from . import distributed
 from .config import RunOptions, TrainConfig
 from .data import CIFAR10
 from .errors import Interrupted, option, shown
@@ -33,9 +34,12 @@ def train_run(
         Interrupted: on Ctrl-C or SIGTERM, saying what is kept and how to go on.
     """
     folder = RunFolder(out)
+    ranks = distributed.launched()
+    leader = ranks is None or ranks.leader  # on several processes, rank 0 writes and prints
     print(
         f"data: {data.provenance['description']} from {data.provenance.get('root', '-')} "
-        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)",
+        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)"
+        + (f"; process {ranks.rank + 1} of {ranks.world}" if ranks else ""),
         flush=True,
     )
     try:
@@ -47,6 +51,8 @@ def train_run(
             else "no epoch had finished, so nothing was saved"
         )
         raise Interrupted(f"interrupted; {kept}", exit_code(stop)) from None
+    if not leader:
+        return result
     write_json(folder.path / HISTORY, [entry.to_dict() for entry in result.history])
     if not test:
         return result

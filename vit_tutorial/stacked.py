@@ -27,10 +27,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import RunOptions, TrainConfig, ViTConfig
 from .data import CIFAR10
-from .devices import autocast
+from .devices import autocast, device_for
 from .run_folder import RunFolder
 from .run_state import FitResult, Run
-from .train import Stepping, TrainStep, alone, device_for, epoch_batches, train_runs
+from .train import Stepping, TrainStep, alone, epoch_batches, train_runs
 
 
 def stackable(configs: Sequence[tuple[Any, TrainConfig]]) -> bool:

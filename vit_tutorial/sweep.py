@@ -177,17 +177,24 @@ class SweepOptions:
     download: bool = False
     subset: int | None = None
     run: RunOptions = dataclasses.field(default_factory=RunOptions)
+    devices: tuple[str, ...] = ()  # the workers' devices (each takes the least busy); empty: `run.device` for all
 
     def data_options(self) -> dict[str, Any]:
         """What decides the data the recipes train on: a sweep resumes only with the same."""
         return {"data": self.data, "subset": self.subset}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "download": self.download, "subset": self.subset, "run": self.run.to_dict()}
+        return {
+            "data": self.data,
+            "download": self.download,
+            "subset": self.subset,
+            "run": self.run.to_dict(),
+            "devices": list(self.devices),
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SweepOptions:
-        return cls(**{**values, "run": RunOptions.from_dict(values["run"])})
+        return cls(**{**values, "run": RunOptions.from_dict(values["run"]), "devices": tuple(values["devices"])})
 
 
 def run_sweep(
@@ -262,6 +269,7 @@ def _train_all(groups: list[list[Recipe]], out: Path, parallel: int, options: Sw
     """Run the workers, `parallel` at a time; whatever ends the sweep (Ctrl-C, SIGTERM, an error) ends them too."""
     threads = max(1, (os.cpu_count() or 1) // min(parallel, max(len(groups), 1)))
     running: dict[str, tuple[subprocess.Popen, Any]] = {}
+    placed: dict[str, str] = {}  # each running worker's device, with --devices
     started = time.perf_counter()
     pending = list(groups)
     try:
@@ -269,7 +277,11 @@ def _train_all(groups: list[list[Recipe]], out: Path, parallel: int, options: Sw
             while pending and len(running) < parallel:
                 group = pending.pop(0)
                 label = "+".join(r.name for r in group)
-                running[label] = _start_worker(group, out, options, threads)
+                run = options.run.replace(threads=threads)
+                if options.devices:  # the least busy device
+                    placed[label] = min(options.devices, key=lambda d: list(placed.values()).count(d))
+                    run = run.replace(device=placed[label])
+                running[label] = _start_worker(group, out, dataclasses.replace(options, run=run), threads)
                 resuming = any((out / r.name / "last.pt").is_file() for r in group)
                 log(f"{label}: started ({'resuming' if resuming else 'new'}{', stacked' if len(group) > 1 else ''})")
             time.sleep(0.5)
@@ -277,6 +289,7 @@ def _train_all(groups: list[list[Recipe]], out: Path, parallel: int, options: Sw
                 if process.poll() is not None:
                     handle.close()
                     del running[label]
+                    placed.pop(label, None)
                     first = label.split("+")[0]
                     status = "finished" if process.returncode == 0 else f"failed: {_last_line(out / first / LOG)}"
                     log(f"{label}: {status} ({time.perf_counter() - started:.0f} s into the sweep)")
@@ -314,7 +327,7 @@ def _start_worker(group: list[Recipe], out: Path, options: SweepOptions, threads
         folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "recipes": [recipe.to_dict() for recipe in group],
-        "options": dataclasses.replace(options, run=options.run.replace(threads=threads)).to_dict(),
+        "options": options.to_dict(),
         "folders": [str(folder) for folder in folders],
         "parent": os.getpid(),
     }

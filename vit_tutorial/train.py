@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .config import RunOptions, TrainConfig
 from .data import CIFAR10, batches
-from .devices import autocast, resolve_precision, select_device
+from .devices import autocast, device_for
 from .diagnostics import Diagnostics
 from .distill import distillation_loss
 from .graphs import GraphedStep, Prefetcher
@@ -33,7 +34,7 @@ from .optim import EMA, Decay
 from .parameters import decay_for
 from .record import EpochEntry
 from .run_folder import RunFolder
-from .run_state import FitResult, Run, epoch_seed
+from .run_state import FitResult, Run, Schedules, epoch_seed
 
 __all__ = ["TrainStep", "fit", "run_epoch", "train_runs"]
 
@@ -66,6 +67,7 @@ class TrainStep:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.clipped = torch.zeros((), device=device, dtype=torch.long)
+        self.ranks: distributed.Ranks | None = None  # a share of a run on several processes
 
     @classmethod
     def of(cls, run: Run) -> TrainStep:
@@ -119,7 +121,10 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
 
     def totals(self, images: int, steps: int) -> dict[str, float]:
-        """Mean loss, accuracy and clipped share since `reset`, over `images` images in `steps` steps."""
+        """Mean loss, accuracy and clipped share since `reset`, over `images` images in `steps` steps (on several
+        ranks, `images` of all of them: their sums are added first)."""
+        if self.ranks is not None:
+            distributed.add_over_ranks([self.loss_sum, self.correct])
         return {
             "train_loss": self.loss_sum.item() / max(images, 1),
             "train_accuracy": self.correct.item() / max(images, 1),
@@ -162,25 +167,6 @@ def train_epoch(step, prepared: Iterable, scheduler, bar=None, meanwhile=None, i
     return steps
 
 
-class Schedules:
-    """Steps the learning-rate schedule of every run of a group at once, after each of their common steps."""
-
-    def __init__(self, runs: Sequence[Run]) -> None:
-        self.runs = runs
-
-    def step(self) -> None:
-        for run in self.runs:
-            run.scheduler.step()
-
-
-def device_for(options: RunOptions) -> tuple[torch.device, str]:
-    """The device and number format `options` ask for, with the CPU threads they set."""
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = select_device(options.device)
-    return device, resolve_precision(options.precision, device)
-
-
 def fit(
     model: nn.Module,
     data: CIFAR10,
@@ -198,10 +184,11 @@ def fit(
     rewritten after every epoch; `options.resume` continues from it (a changed `lr` or `grad_clip` is allowed
     and recorded, and a constant rate's `epochs`; anything else must match). A folder that already holds a
     run is refused unless `options.overwrite`, which first removes that run's files. Shuffling, augmentation
-    and dropout are seeded per epoch (`epoch_seed`), so a resumed run repeats the uninterrupted one exactly.
-    With `config.ema`, validation, early stopping and the saved best weights use the averaged weights; with
-    `config.branch_from`, the run is a cooldown of that checkpoint (`warmstart.branch`). `on_epoch(run, entry)`
-    is called after each epoch, once it is saved.
+    and dropout are seeded per epoch (`run_state.epoch_seed`), so a resumed run repeats the uninterrupted one
+    exactly. With `config.ema`, validation, early stopping and the saved best weights use the averaged
+    weights; with `config.branch_from`, the run is a cooldown of that checkpoint (`warmstart.branch`).
+    `on_epoch(run, entry)` is called after each epoch, once it is saved. Started by `torchrun` on several
+    processes, it trains one run with DistributedDataParallel (`distributed`).
 
     Raises:
         TrainingDivergedError: the loss or the weights became NaN or infinite; nothing non-finite is saved.
@@ -210,7 +197,10 @@ def fit(
         RunInUseError: another process is writing to `out_dir`.
     """
     options = options or RunOptions()
-    device, precision = device_for(options)
+    ranks = distributed.launched()
+    if ranks is not None and not ranks.leader:  # rank 0 prints
+        options = options.replace(progress=False, log=False)
+    device, precision = device_for(options, ranks.local_rank if ranks else None)
     run = Run(
         model,
         data,
@@ -221,12 +211,38 @@ def fit(
         decay=decay,
         diagnostics=diagnostics,
     )
+    stepping = alone if ranks is None else sharded(run, ranks)
     folder = RunFolder(out_dir) if out_dir is not None else None
-    holding = folder.writing(resume=options.resume, overwrite=options.overwrite) if folder else contextlib.nullcontext()
+    writer = folder if ranks is None or ranks.leader else None  # rank 0 writes the folder; the others read it
+    holding = writer.writing(resume=options.resume, overwrite=options.overwrite) if writer else contextlib.nullcontext()
     with holding:
+        if ranks is not None:
+            distributed.wait_for_all()  # rank 0 holds the folder before anyone reads it
         run.start(folder, options.resume)
-        (result,) = train_runs([run], [folder], options, on_epoch=on_epoch)
+        (result,) = train_runs([run], [writer], options, stepping=stepping, on_epoch=on_epoch)
     return result
+
+
+def sharded(run: Run, ranks: distributed.Ranks) -> Callable[[Sequence[Run]], Stepping]:
+    """How `run` trains as one of `ranks`: its model wrapped in DistributedDataParallel, each batch drawn whole
+    and cut into the ranks' shares, the epoch's sums added over the ranks. (No CUDA graph: the step's
+    collective communication stays outside one.)"""
+    if run.config.batch_size % ranks.world:
+        raise ValueError(
+            f"batch_size {run.config.batch_size} does not split evenly over {ranks.world} processes; "
+            f"give a multiple of {ranks.world}"
+        )
+    distributed.join(run.device)
+    run.forward = distributed.wrap(run.forward or run.model, run.device)
+    run.graph = False
+    run.record.hardware += f", {ranks.world} processes (DistributedDataParallel)"
+
+    def stepping(group: Sequence[Run]) -> Stepping:
+        step = TrainStep.of(run)
+        step.ranks = ranks
+        return Stepping(step, lambda epoch: (distributed.shard(b, ranks) for b in epoch_batches(run, epoch)))
+
+    return stepping
 
 
 @dataclass
