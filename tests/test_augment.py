@@ -6,7 +6,6 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from vit_tutorial import TrainConfig
 from vit_tutorial.augment import (
     BINS,
     OPERATIONS,
@@ -15,19 +14,16 @@ from vit_tutorial.augment import (
     TRIVIAL_AUGMENT_WIDE,
     apply_operations,
     augment_batch,
+    cutout,
     magnitude_table,
     rand_augment,
+    random_crop,
     random_erasing,
+    random_flip,
     trivial_augment,
 )
-from vit_tutorial.config import RunOptions
-from vit_tutorial.devices import autocast
-from vit_tutorial.evaluate import loss_and_accuracy
-from vit_tutorial.optim import EMA, make_optimizer
-from vit_tutorial.registry import build_model
-from vit_tutorial.train import TrainStep, fit
 
-from .conftest import TINY, make_split
+from .conftest import make_split
 
 GEOMETRIC = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate"}
 BLENDS = {"brightness", "color", "contrast", "sharpness"}  # float blends truncated to uint8: one level of rounding
@@ -156,68 +152,42 @@ def test_random_erasing_erases_one_rectangle_with_the_given_probability():
     assert torch.equal(random_erasing(images, 0.0, torch.Generator()), images)
 
 
-def test_ema_follows_its_formula():
-    model = build_model(TINY)
-    ema = EMA(model, decay=0.9)
-    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    ema.update()
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(ema.model.state_dict()[name], 0.9 * before[name] + 0.1 * value)
+def test_random_crop_shifts_content_within_padding():
+    images = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
+    images[:, :, 16, 16] = 255
+    cropped = random_crop(images, 4, torch.Generator().manual_seed(0))
+    assert cropped.shape == images.shape and cropped.dtype == torch.uint8
+    rows, cols = torch.nonzero(cropped[:, 0] == 255)[:, 1], torch.nonzero(cropped[:, 0] == 255)[:, 2]
+    assert rows.min() >= 12 and rows.max() <= 20 and cols.min() >= 12 and cols.max() <= 20
+    assert len(set(rows.tolist())) > 1  # not always the identity
 
 
-def test_with_ema_validation_and_best_weights_are_the_averaged_ones(fake_data, quick_train_config, tmp_path):
-    config = quick_train_config.replace(epochs=2, ema=0.5, augment="trivialaugment", random_erasing=0.25)
-    model = build_model(TINY)
-    validated = []
-
-    def check(run, entry):  # what the epoch's validation measured is the averaged copy's loss, not the model's
-        with autocast(run.device, run.precision):
-            validated.append(
-                [entry.val_loss == loss_and_accuracy(m, fake_data.val, run.device)[0] for m in (run.ema.model, model)]
-            )
-
-    result = fit(
-        model, fake_data, config, out_dir=tmp_path, options=RunOptions(device="cpu", progress=False), on_epoch=check
-    )
-    assert validated == [[True, False], [True, False]]
-    from vit_tutorial.checkpoint import load_checkpoint
-
-    last = load_checkpoint(tmp_path / "last.pt")
-    best = load_checkpoint(tmp_path / "best.pt")
-    if result.best_epoch == 2:
-        for name, value in best["model"].items():
-            torch.testing.assert_close(value, last["ema"][name])
-            assert not torch.equal(value, last["model"][name])
-    resumed = fit(
-        build_model(TINY),
-        fake_data,
-        config.replace(epochs=3),
-        out_dir=tmp_path / "r",
-        options=RunOptions(device="cpu", progress=False),
-    )
-    assert len(resumed.history) == 3
+def test_flip_mirrors_about_half_the_images():
+    images = torch.arange(32, dtype=torch.uint8).repeat(200, 3, 32, 1)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = (flipped[:, 0, 0, 0] == 31).sum().item()
+    assert 60 < mirrored < 140
+    assert torch.equal(flipped[flipped[:, 0, 0, 0] == 31], images.flip(-1)[flipped[:, 0, 0, 0] == 31])
 
 
-def test_a_compiled_step_changes_the_weights_as_an_eager_step_does(fake_data):
-    config = TrainConfig(batch_size=20, lr=0.1, warmup_epochs=0, mixup=0.2)
-    images, labels = torch.randn(20, 3, 32, 32), torch.arange(20) % 10
-    targets = torch.nn.functional.one_hot(labels, 10).float() * 0.7 + 0.03
-    results = []
-    for compiled in (False, True):
-        model = build_model(TINY, seed=0)
-        forward = torch.compile(model) if compiled else model
-        optimizer = make_optimizer(model, config)
-        step = TrainStep(model, forward, optimizer, config, torch.device("cpu"), EMA(model, 0.9))
-        model.train()
-        for _ in range(2):
-            step(images, targets, labels)
-        results.append((model.state_dict(), step.ema.model.state_dict(), step.loss_sum.item()))
-    (eager, eager_ema, eager_loss), (compiled, compiled_ema, compiled_loss) = results
-    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
-    for name in eager:
-        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(compiled_ema[name], eager_ema[name], rtol=1e-4, atol=1e-5)
-    assert not torch.equal(eager["head.weight"], build_model(TINY, seed=0).state_dict()["head.weight"])
+def test_cutout_zeroes_one_square_and_augment_names_are_checked():
+    images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
+    out = cutout(images, 12, torch.Generator().manual_seed(0))
+    zeroed = (out[:, 0] == 0).sum(dim=(1, 2))
+    assert torch.all(zeroed > 0) and torch.all(zeroed <= 13 * 13)
+    assert torch.equal(augment_batch(images, "none", torch.Generator()), images)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment_batch(images, "mixup", torch.Generator())
+
+
+def test_mixup_and_cutmix_give_soft_targets_that_match_the_mixed_pixels():
+    from vit_tutorial.augment import mix_batch
+
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).contiguous()
+    labels = torch.arange(4)
+    mixed, targets = mix_batch(images, labels, 4, mixup=1.0, cutmix=0.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    # each mixed image is a blend of two constant images: its value is the targets' expected label
+    torch.testing.assert_close(mixed[:, 0, 0, 0], targets @ torch.arange(4.0))
+    mixed, targets = mix_batch(images, labels, 4, mixup=0.0, cutmix=1.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), targets @ torch.arange(4.0))  # pasted area = label weight

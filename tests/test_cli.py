@@ -256,13 +256,30 @@ def test_every_option_of_every_config_has_its_help():
         assert words in text.split(flag, 1)[1][:400], flag
 
 
+def _wait_until_it_catches(pid: int, signum: int, timeout: float = 30.0) -> None:
+    """Wait until process `pid` has a handler for `signum` (its caught-signal mask in /proc), instead of guessing
+    how long a loaded machine takes to start Python."""
+    import time
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        pytest.skip("needs /proc to see the process's signal handlers")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) >> (signum - 1) & 1:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} installed no handler for signal {signum} within {timeout} s")
+
+
 @pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_while_the_command_is_still_starting_is_one_line(cli_workspace, name, code):
     """Importing torch takes seconds; a signal in that time ends the command at once, with one line."""
     import signal
     import subprocess
     import sys
-    import time
 
     root, env = cli_workspace
     process = subprocess.Popen(
@@ -272,8 +289,8 @@ def test_a_signal_while_the_command_is_still_starting_is_one_line(cli_workspace,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)  # inside `import torch`, long before the command's own handlers
-    process.send_signal(getattr(signal, name))
+    _wait_until_it_catches(process.pid, signal.SIGTERM)  # the entry point's handlers, installed before any import
+    process.send_signal(getattr(signal, name))  # inside `import torch`, long before the command's own handlers
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, (process.returncode, stderr)
     assert stderr.strip().splitlines() == [

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from vit_tutorial import DataNotFoundError, VitTutorialError
-from vit_tutorial.augment import augment_batch, cutout, random_crop, random_flip
 from vit_tutorial.data import CIFAR10_MEAN, batches, data_root, denormalize, load_cifar10, normalize
 
 from .conftest import make_split, write_image_folder
@@ -100,47 +99,6 @@ def test_batches_cover_the_split_and_are_reproducible():
     assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again))
     with pytest.raises(ValueError, match="generator"):
         next(batches(split, 10, shuffle=True))
-
-
-def test_random_crop_shifts_content_within_padding():
-    images = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
-    images[:, :, 16, 16] = 255
-    cropped = random_crop(images, 4, torch.Generator().manual_seed(0))
-    assert cropped.shape == images.shape and cropped.dtype == torch.uint8
-    rows, cols = torch.nonzero(cropped[:, 0] == 255)[:, 1], torch.nonzero(cropped[:, 0] == 255)[:, 2]
-    assert rows.min() >= 12 and rows.max() <= 20 and cols.min() >= 12 and cols.max() <= 20
-    assert len(set(rows.tolist())) > 1  # not always the identity
-
-
-def test_flip_mirrors_about_half_the_images():
-    images = torch.arange(32, dtype=torch.uint8).repeat(200, 3, 32, 1)
-    flipped = random_flip(images, torch.Generator().manual_seed(0))
-    mirrored = (flipped[:, 0, 0, 0] == 31).sum().item()
-    assert 60 < mirrored < 140
-    assert torch.equal(flipped[flipped[:, 0, 0, 0] == 31], images.flip(-1)[flipped[:, 0, 0, 0] == 31])
-
-
-def test_cutout_zeroes_one_square_and_augment_names_are_checked():
-    images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
-    out = cutout(images, 12, torch.Generator().manual_seed(0))
-    zeroed = (out[:, 0] == 0).sum(dim=(1, 2))
-    assert torch.all(zeroed > 0) and torch.all(zeroed <= 13 * 13)
-    assert torch.equal(augment_batch(images, "none", torch.Generator()), images)
-    with pytest.raises(ValueError, match="unknown augmentation"):
-        augment_batch(images, "mixup", torch.Generator())
-
-
-def test_mixup_and_cutmix_give_soft_targets_that_match_the_mixed_pixels():
-    from vit_tutorial.augment import mix_batch
-
-    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).contiguous()
-    labels = torch.arange(4)
-    mixed, targets = mix_batch(images, labels, 4, mixup=1.0, cutmix=0.0, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(targets.sum(1), torch.ones(4))
-    # each mixed image is a blend of two constant images: its value is the targets' expected label
-    torch.testing.assert_close(mixed[:, 0, 0, 0], targets @ torch.arange(4.0))
-    mixed, targets = mix_batch(images, labels, 4, mixup=0.0, cutmix=1.0, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), targets @ torch.arange(4.0))  # pasted area = label weight
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing array", "wrong shape"])

@@ -141,3 +141,11 @@ def test_static_explorer_is_self_contained(model):
     assert len(data["images"]) == 2 and data["layers"][-1] == "rollout"
     maps = data["images"][1]["maps"]
     assert len(maps) == TINY.depth + 1 and len(maps[0]) == TINY.heads + 1 and len(maps[0][0]) == 16
+
+
+def test_the_browser_runs_only_the_books_vit(tmp_path):
+    from vit_tutorial import ResNet
+    from vit_tutorial.browser import write_browser_weights
+
+    with pytest.raises(TypeError, match="the browser runs the book's ViT"):
+        write_browser_weights(ResNet(), tmp_path / "w.js")

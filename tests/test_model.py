@@ -105,11 +105,3 @@ def test_images_of_the_wrong_type_are_explained():
         model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"got float64; use images.float\(\)"):
         model(torch.zeros(2, 3, 32, 32, dtype=torch.float64))
-
-
-def test_the_browser_runs_only_the_books_vit(tmp_path):
-    from vit_tutorial import ResNet
-    from vit_tutorial.browser import write_browser_weights
-
-    with pytest.raises(TypeError, match="the browser runs the book's ViT"):
-        write_browser_weights(ResNet(), tmp_path / "w.js")

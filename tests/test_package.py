@@ -91,6 +91,47 @@ def _declared_dependencies() -> list[str]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
+def _share_torch(python: Path, folder: Path) -> None:
+    """Let the environment of `python` see this one's PyTorch (several GB, minutes to install) and what it needs,
+    and nothing else: links to those distributions in `folder`, put on its path. Its pip then finds the
+    declared `torch` and `torchvision` requirements met, as on a machine that had them installed."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, tuple[metadata.Distribution, set[str]]] = {}
+    wanted = [Requirement(r) for r in _declared_dependencies() if Requirement(r).name in ("torch", "torchvision")]
+    while wanted:
+        requirement = wanted.pop()
+        name, extras = canonicalize_name(requirement.name), set(requirement.extras)
+        try:
+            distribution = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            continue
+        if name in found and extras <= found[name][1]:
+            continue
+        extras |= found[name][1] if name in found else set()
+        found[name] = (distribution, extras)
+        for text in distribution.requires or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras or {""}):
+                wanted.append(needed)
+    folder.mkdir()
+    for distribution, _ in found.values():
+        for top in {Path(str(f)).parts[0] for f in distribution.files or []} - {"..", "__pycache__"}:
+            source = Path(str(distribution.locate_file(top)))
+            if source.exists() and not top.endswith(".pth") and not (folder / top).exists():
+                (folder / top).symlink_to(source)
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(site) / "shared-torch.pth").write_text(f"{folder}\n")
+
+
 @pytest.mark.slow
 def test_every_chapter_runs_alone_from_the_wheel(wheel, tmp_path, capsys):
     """Each chapter copied alone into an empty folder, in a new environment with only the notebook runner and
@@ -102,6 +143,7 @@ def test_every_chapter_runs_alone_from_the_wheel(wheel, tmp_path, capsys):
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
+    _share_torch(python, tmp_path / "shared")
     installed = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "nbclient", "nbformat", "ipykernel", *_declared_dependencies()],
         capture_output=True,

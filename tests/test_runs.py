@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vit_tutorial import CheckpointError, pretrained, records, run_folder, runs
-from vit_tutorial.checkpoint import load_checkpoint
+from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vit_tutorial.config import RunOptions
 
 from .conftest import TINY, TINY_ARGS, one_clean_line, run, train_args, train_tiny
@@ -220,35 +220,52 @@ def test_two_writers_of_one_folder_in_one_process_are_refused_too(tmp_path):
         pass
 
 
-def test_train_or_reuse_reuses_a_finished_run_then_a_record_then_trains_and_resumes(
-    fake_data, quick_train_config, tmp_path, monkeypatch
-):
+@pytest.fixture
+def reuse_workspace(tmp_path, monkeypatch):
+    """No shipped checkpoint, and runs under tmp_path/runs: what `train_or_reuse` finds is what a test put there."""
     monkeypatch.setattr(pretrained, "PRETRAINED", tmp_path / "none.pt")
     monkeypatch.setenv("VIT_TUTORIAL_RUNS", str(tmp_path / "runs"))
-    config = quick_train_config.replace(epochs=2)
+    return tmp_path
+
+
+CPU = RunOptions(device="cpu", progress=False)
+
+
+def test_train_or_reuse_trains_when_nothing_matches(fake_data, quick_train_config, reuse_workspace):
     said = []
     trained = runs.train_or_reuse(
-        TINY, config, fake_data, folder="first", log=said.append, options=RunOptions(device="cpu", progress=False)
+        TINY, quick_train_config.replace(epochs=2), fake_data, folder="first", log=said.append, options=CPU
     )
     assert trained.model is not None and len(trained.history) == 2 and "trained here" in said[-1]
+
+
+def test_train_or_reuse_reuses_a_finished_run_of_the_same_configs(fake_data, quick_train_config, reuse_workspace):
+    config, said = quick_train_config.replace(epochs=2), []
+    train_tiny(fake_data, config, out_dir=reuse_workspace / "runs" / "first")
     again = runs.train_or_reuse(TINY, config, fake_data, folder="other", log=said.append)
-    assert "reusing" in said[-1] and again.path == tmp_path / "runs" / "first" / "best.pt"
-    payload = load_checkpoint(again.path)
-    records.write_run_record(records.run_record(payload, again.model, fake_data, "tiny"), "tiny", tmp_path / "records")
-    monkeypatch.setattr(records, "RECORDS", tmp_path / "records")
-    other = config.replace(lr=0.2)
-    shipped = runs.train_or_reuse(TINY, other, fake_data, folder="second", record="tiny", log=said.append)
+    assert "reusing" in said[-1] and again.path == reuse_workspace / "runs" / "first" / "best.pt"
+    assert again.model is not None and not (reuse_workspace / "runs" / "other").exists()
+
+
+def test_train_or_reuse_falls_back_to_a_shipped_record(fake_data, quick_train_config, reuse_workspace, monkeypatch):
+    config, said = quick_train_config.replace(epochs=2), []
+    result = train_tiny(fake_data, config, out_dir=reuse_workspace / "elsewhere")
+    payload = load_checkpoint(reuse_workspace / "elsewhere" / "best.pt")
+    records.write_run_record(records.run_record(payload, result.model, fake_data, "tiny"), "tiny", reuse_workspace)
+    monkeypatch.setattr(records, "RECORDS", reuse_workspace)
+    shipped = runs.train_or_reuse(
+        TINY, config.replace(lr=0.2), fake_data, folder="second", record="tiny", log=said.append
+    )
     assert shipped.model is None and shipped.test_predictions is not None and "run record" in said[-1]
-    # an interrupted run of the same configs is resumed, not restarted
-    interrupted = tmp_path / "runs" / "third"
-    train_tiny(fake_data, other.replace(epochs=1), out_dir=interrupted)
+
+
+def test_train_or_reuse_resumes_an_interrupted_run_of_the_same_configs(fake_data, quick_train_config, reuse_workspace):
+    config = quick_train_config.replace(epochs=2, lr=0.2)
+    interrupted = reuse_workspace / "runs" / "third"
+    train_tiny(fake_data, config.replace(epochs=1), out_dir=interrupted)
     (interrupted / "best.pt").unlink()
     last = load_checkpoint(interrupted / "last.pt")
-    last["train_config"]["epochs"] = 2
-    from vit_tutorial.checkpoint import save_checkpoint
-
+    last["train_config"]["epochs"] = 2  # as if cut off after the first of two epochs
     save_checkpoint(interrupted / "last.pt", last)
-    resumed = runs.train_or_reuse(
-        TINY, other, fake_data, folder="third", log=said.append, options=RunOptions(device="cpu", progress=False)
-    )
-    assert [h.epoch for h in resumed.history] == [1, 2]
+    resumed = runs.train_or_reuse(TINY, config, fake_data, folder="third", log=[].append, options=CPU)
+    assert [h.epoch for h in resumed.history] == [1, 2]  # resumed, not restarted

@@ -1,4 +1,3 @@
-import itertools
 import math
 import re
 
@@ -10,13 +9,14 @@ from vit_tutorial import TrainConfig, TrainingDivergedError, ViT, run_state
 from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vit_tutorial.config import RunOptions
 from vit_tutorial.data import normalize
-from vit_tutorial.devices import resolve_precision
+from vit_tutorial.devices import autocast, resolve_precision
 from vit_tutorial.errors import CheckpointError
-from vit_tutorial.optim import lr_factor, make_optimizer
+from vit_tutorial.evaluate import loss_and_accuracy
+from vit_tutorial.optim import EMA, make_optimizer
 from vit_tutorial.parameters import decay_for
 from vit_tutorial.registry import build_model
 from vit_tutorial.run_state import Run
-from vit_tutorial.train import fit, train_runs
+from vit_tutorial.train import TrainStep, fit, train_runs
 
 from .conftest import TINY, InterruptedDiagnostics, make_split, train_tiny
 
@@ -34,24 +34,6 @@ def test_tiny_model_overfits_one_batch():
         optimizer.step()
     assert loss.item() < 0.05
     assert (model(images).argmax(1) == labels).all()
-
-
-def test_warmup_then_cosine_schedule():
-    factors = [lr_factor(s, warmup_steps=10, total_steps=110, schedule="cosine") for s in range(110)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.5)
-    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
-    assert lr_factor(50, warmup_steps=10, total_steps=110, schedule="constant") == 1.0
-
-
-def test_weight_decay_skips_biases_norms_and_embeddings():
-    model = ViT(TINY)
-    decay, no_decay = make_optimizer(model, TrainConfig()).param_groups
-    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim == 2 for p in decay["params"])
-    assert any(p is model.pos_embed for p in no_decay["params"]) and any(
-        p is model.cls_token for p in no_decay["params"]
-    )
 
 
 def test_fit_learns_and_records_history(fake_data, quick_train_config, tmp_path):
@@ -310,3 +292,58 @@ def test_a_warm_start_refuses_another_model_or_another_validation_split(fake_dat
         TrainConfig(revive=1.0)
     with pytest.raises(ValueError, match="revive must be >= 0"):
         TrainConfig(init_from="x.pt", revive=-1.0)
+
+
+def test_with_ema_validation_and_best_weights_are_the_averaged_ones(fake_data, quick_train_config, tmp_path):
+    config = quick_train_config.replace(epochs=2, ema=0.5, augment="trivialaugment", random_erasing=0.25)
+    model = build_model(TINY)
+    validated = []
+
+    def check(run, entry):  # what the epoch's validation measured is the averaged copy's loss, not the model's
+        with autocast(run.device, run.precision):
+            validated.append(
+                [entry.val_loss == loss_and_accuracy(m, fake_data.val, run.device)[0] for m in (run.ema.model, model)]
+            )
+
+    result = fit(
+        model, fake_data, config, out_dir=tmp_path, options=RunOptions(device="cpu", progress=False), on_epoch=check
+    )
+    assert validated == [[True, False], [True, False]]
+    from vit_tutorial.checkpoint import load_checkpoint
+
+    last = load_checkpoint(tmp_path / "last.pt")
+    best = load_checkpoint(tmp_path / "best.pt")
+    if result.best_epoch == 2:
+        for name, value in best["model"].items():
+            torch.testing.assert_close(value, last["ema"][name])
+            assert not torch.equal(value, last["model"][name])
+    resumed = fit(
+        build_model(TINY),
+        fake_data,
+        config.replace(epochs=3),
+        out_dir=tmp_path / "r",
+        options=RunOptions(device="cpu", progress=False),
+    )
+    assert len(resumed.history) == 3
+
+
+def test_a_compiled_step_changes_the_weights_as_an_eager_step_does(fake_data):
+    config = TrainConfig(batch_size=20, lr=0.1, warmup_epochs=0, mixup=0.2)
+    images, labels = torch.randn(20, 3, 32, 32), torch.arange(20) % 10
+    targets = torch.nn.functional.one_hot(labels, 10).float() * 0.7 + 0.03
+    results = []
+    for compiled in (False, True):
+        model = build_model(TINY, seed=0)
+        forward = torch.compile(model) if compiled else model
+        optimizer = make_optimizer(model, config)
+        step = TrainStep(model, forward, optimizer, config, torch.device("cpu"), EMA(model, 0.9))
+        model.train()
+        for _ in range(2):
+            step(images, targets, labels)
+        results.append((model.state_dict(), step.ema.model.state_dict(), step.loss_sum.item()))
+    (eager, eager_ema, eager_loss), (compiled, compiled_ema, compiled_loss) = results
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled_ema[name], eager_ema[name], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(eager["head.weight"], build_model(TINY, seed=0).state_dict()["head.weight"])
