@@ -22,6 +22,7 @@ def workspace(tmp_path_factory):
     return root, env
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_train_evaluate_predict_end_to_end(workspace):
     root, env = workspace
     out = root / "run"
@@ -45,6 +46,7 @@ def test_train_evaluate_predict_end_to_end(workspace):
     assert predicted.stdout.count(",") == 2
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_resnet_baseline_and_fine_tuning_commands(workspace):
     root, env = workspace
     out = root / "resnet"
@@ -76,6 +78,7 @@ def test_resnet_baseline_and_fine_tuning_commands(workspace):
     assert "adamw" in (root / "tuned" / "best.pt").read_bytes().decode("latin-1")
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_errors_are_one_line_without_traceback(workspace, tmp_path):
     _, env = workspace
     (tmp_path / "bad.pt").write_bytes(b"garbage")
@@ -103,6 +106,7 @@ def test_every_command_has_help():
     assert "--patch-size" in run("train", "--help").stdout
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_output_paths_that_cannot_be_written_give_one_line(cli_workspace):
     root, env = cli_workspace
     (root / "a_file").write_text("in the way")
@@ -119,6 +123,7 @@ def test_output_paths_that_cannot_be_written_give_one_line(cli_workspace):
     assert "cannot write" in stderr
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 @pytest.mark.parametrize("device", ["foo", "cuda:7", "tpu"])
 def test_unknown_devices_are_named(cli_workspace, device):
     root, env = cli_workspace
@@ -158,6 +163,7 @@ def test_ctrl_c_during_decoding_or_the_final_evaluation_is_one_line(cli_workspac
     assert (root / "runs" / "k" / "best.pt").is_file() and (root / "runs" / "k" / "history.json").is_file()
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 @pytest.mark.parametrize("subset", [-5, 0, 3])
 def test_subsets_that_make_no_sense_are_refused(cli_workspace, subset):
     root, env = cli_workspace
@@ -167,6 +173,7 @@ def test_subsets_that_make_no_sense_are_refused(cli_workspace, subset):
         load_data(root / "cifar", val_size=10, subset=10_000)
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_evaluate_on_a_subset_never_replaces_the_runs_own_metrics(cli_workspace):
     root, env = cli_workspace
     out = root / "runs" / "m"
@@ -185,6 +192,7 @@ def test_evaluate_on_a_subset_never_replaces_the_runs_own_metrics(cli_workspace)
     assert "holds metrics measured on other data" in stderr and "--metrics PATH" in stderr
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_predict_works_with_every_registered_model(cli_workspace):
     root, env = cli_workspace
     from vit_tutorial.finetune import FineTunedViT
@@ -200,6 +208,7 @@ def test_predict_works_with_every_registered_model(cli_workspace):
     assert predicted.stdout.count(",") == 1
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_evaluate_never_destroys_what_it_did_not_write(cli_workspace):
     root, env = cli_workspace
     out = root / "runs" / "e"
@@ -223,6 +232,7 @@ def test_evaluate_never_destroys_what_it_did_not_write(cli_workspace):
     assert not list(out.glob("metrics-*.json"))  # the old model's metrics went with it
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_mistakes_on_the_command_line_are_one_line_with_a_hint(cli_workspace):
     root, env = cli_workspace
     stderr = one_clean_line(run("train", "--epochs", "many", env=env))
@@ -274,6 +284,7 @@ def _wait_until_it_catches(pid: int, signum: int, timeout: float = 30.0) -> None
     raise AssertionError(f"process {pid} installed no handler for signal {signum} within {timeout} s")
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 @pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_while_the_command_is_still_starting_is_one_line(cli_workspace, name, code):
     """Importing torch takes seconds; a signal in that time ends the command at once, with one line."""

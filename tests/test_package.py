@@ -190,3 +190,25 @@ def test_every_chapter_runs_alone_from_the_wheel(wheel, tmp_path, capsys):
             assert f"installed vit-tutorial {__version__}" in said  # the first chapter found no package
     with capsys.disabled():
         print("\nchapters alone, quick mode: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in timings.items()))
+
+
+def test_the_package_has_no_import_cycle():
+    """Modules import only from floors below them, imports inside functions included (the command line's late
+    imports too): a module never needs one that needs it."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "vit_tutorial").glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
+        graph[path.stem] = imported - {path.stem}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for module in graph.get(start, ()):
+            if module == target or (module not in seen and reaches(module, target, seen | {module})):
+                return True
+        return False
+
+    assert [module for module in graph if reaches(module, module, set())] == []

@@ -102,6 +102,7 @@ def test_a_run_that_predates_the_diagnostics_gets_those_of_its_kept_weights(fake
     assert "measured_after_training" not in kept["history"][payload["best_epoch"] - 1]
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_retraining_into_a_finished_run_needs_overwrite(cli_workspace):
     root, env = cli_workspace
     out = root / "runs" / "f"
@@ -112,6 +113,7 @@ def test_retraining_into_a_finished_run_needs_overwrite(cli_workspace):
     assert run(*train_args(out, "--overwrite"), env=env).returncode == 0
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_runs_go_where_vit_tutorial_runs_says(cli_workspace):
     root, env = cli_workspace
     result = run("train", "--epochs", "1", "--warmup-epochs", "0", "--no-progress", *TINY_ARGS, env=env)

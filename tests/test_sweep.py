@@ -35,6 +35,7 @@ grad_clip = 0.0
 """
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_sweep_trains_ranks_reports_failures_and_skips_finished_recipes(tmp_path, monkeypatch):
     import os
 
@@ -203,6 +204,7 @@ def test_the_workers_never_outlive_the_sweep(cli_workspace, signal_name):
         assert not (out / "winner.pt").exists()  # an unfinished recipe is never the winner
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_sweep_bookkeeping_refuses_what_would_mislead(tmp_path, cli_workspace):
     root, env = cli_workspace
     (root / "grid.toml").write_text(GRID.replace("[recipes.diverges]\nlr = 1e12\ngrad_clip = 0.0\n", ""))
@@ -240,6 +242,7 @@ def test_more_grid_mistakes_are_named(tmp_path, text, message):
         load_grid(tmp_path / "grid.toml")
 
 
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_sweep_places_its_workers_on_the_devices_given(tmp_path, cli_workspace):
     root, env = cli_workspace
     (root / "grid.toml").write_text(GRID.replace("[recipes.diverges]\nlr = 1e12\ngrad_clip = 0.0\n", ""))
