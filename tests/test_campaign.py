@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vit_tutorial import ResNetConfig, TrainConfig
 from vit_tutorial.checkpoint import load_checkpoint
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.errors import CheckpointError
 from vit_tutorial.optim import lr_factor, make_optimizer
 from vit_tutorial.parameters import decay_for, decays
@@ -60,7 +60,7 @@ def test_blocks_scope_decays_values_but_spares_queries_keys_and_everything_outsi
     model = build_model(TINY)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, config, decay_for(model, config))
-    images, labels = normalize(make_split(10).images), torch.arange(10)
+    images, labels = normalise(make_split(10).images), torch.arange(10)
     for _ in range(3):
         optimizer.zero_grad()
         F.cross_entropy(model(images), labels).backward()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vit_tutorial import DataNotFoundError, VitTutorialError
-from vit_tutorial.data import CIFAR10_MEAN, batches, data_root, denormalize, load_cifar10, normalize
+from vit_tutorial.data import CIFAR10_MEAN, batches, data_root, denormalise, load_cifar10, normalise
 
 from .conftest import make_split, write_image_folder
 
@@ -81,12 +81,12 @@ def test_data_root_comes_from_argument_then_environment(monkeypatch, tmp_path):
 
 def test_normalize_and_denormalize_are_inverse():
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    x = normalize(images)
+    x = normalise(images)
     assert x.dtype == torch.float32
-    torch.testing.assert_close(denormalize(x), images.float() / 255)
+    torch.testing.assert_close(denormalise(x), images.float() / 255)
     flat = torch.full((1, 3, 1, 1), 0.0)
     flat[0, :, 0, 0] = torch.tensor(CIFAR10_MEAN)
-    assert normalize(flat).abs().max() < 1e-6
+    assert normalise(flat).abs().max() < 1e-6
 
 
 def test_batches_cover_the_split_and_are_reproducible():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vit_tutorial import TrainConfig
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.devices import autocast, native_bf16, resolve_precision, select_device
 from vit_tutorial.optim import make_optimizer
 from vit_tutorial.registry import build_model
@@ -31,7 +31,7 @@ def test_auto_precision_is_bf16_only_where_it_is_native():
 
 def test_bf16_autocast_runs_the_products_in_bf16_and_attention_through_the_math_kernel():
     model = build_model(TINY).eval()
-    images = normalize(make_split(4).images)
+    images = normalise(make_split(4).images)
     with autocast(torch.device("cpu"), "bf16"):
         logits, _ = model(images, return_attention=True)
         plain = model(images)
@@ -51,7 +51,7 @@ def test_a_bf16_cpu_step_tracks_the_fp32_step():
     model = build_model(TINY.replace(dim=64, depth=4, heads=4, mlp_dim=128), seed=0).train()
     optimizer = make_optimizer(model, TrainConfig(lr=0.05, warmup_epochs=0))
     split = make_split(32 * 30, seed=1)
-    images, labels = normalize(split.images), split.labels
+    images, labels = normalise(split.images), split.labels
     cpu = torch.device("cpu")
     first_fp32 = last_fp32 = None
     for step in range(30):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from vit_tutorial import TrainConfig, ViT
-from vit_tutorial.attention import cls_spread, flat_threshold
+from vit_tutorial.attention_maps import cls_spread, flat_threshold
 from vit_tutorial.config import RunOptions
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.diagnostics import Diagnostics, gone_uniform, measure, qk_norms, uniform_layers
 from vit_tutorial.parameters import query_key_weights
 from vit_tutorial.record import EpochEntry
@@ -100,7 +100,7 @@ def test_the_shipped_model_has_the_dead_layers_the_book_describes():
 
     model = load_pretrained()
     norms = qk_norms(model)
-    _, attentions = model(normalize(make_split(16).images), return_attention=True)
+    _, attentions = model(normalise(make_split(16).images), return_attention=True)
     spread = cls_spread(attentions)
     dead = [i + 1 for i, (q, k) in enumerate(norms) if q < 0.1 and k < 0.1]
     assert dead == [4, 6, 11]  # blocks 4, 6 and 11: q and k decayed to ~0.05 (chapter 6)

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from vit_tutorial import ViT
-from vit_tutorial.attention import attention_rollout, cls_attention
-from vit_tutorial.data import normalize
+from vit_tutorial.attention_maps import attention_rollout, cls_attention
+from vit_tutorial.data import normalise
 from vit_tutorial.explorer import (
     MEAN_HEAD,
     AttentionExplorer,
@@ -30,7 +30,7 @@ def test_attention_maps_hold_every_layer_head_and_rollout(model):
     images = torch.rand(2, 3, 32, 32)
     probabilities, maps = attention_maps(model, images)
     assert probabilities.shape == (2, 10) and maps.shape == (2, TINY.depth + 1, TINY.heads + 1, 4, 4)
-    _, attentions = model(normalize(images), return_attention=True)
+    _, attentions = model(normalise(images), return_attention=True)
     torch.testing.assert_close(maps[:, 0, 0], cls_attention(attentions, 0))
     torch.testing.assert_close(maps[:, 1, 2], cls_attention(attentions, 1, head=1))
     torch.testing.assert_close(maps[:, -1, 0], attention_rollout(attentions))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vit_tutorial import ViT
-from vit_tutorial.attention import attention_overlay
+from vit_tutorial.attention_maps import attention_overlay
 from vit_tutorial.data import CLASSES
 from vit_tutorial.explorer import attention_maps, static_explorer_html
 
@@ -180,7 +180,7 @@ def book_model():
 
 def test_the_browser_model_equals_pytorch(page, tmp_path, book_model, capsys):
     from vit_tutorial.browser import half_precision
-    from vit_tutorial.data import normalize
+    from vit_tutorial.data import normalise
 
     split = make_split(20)
     noise = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
@@ -189,7 +189,7 @@ def test_the_browser_model_equals_pytorch(page, tmp_path, book_model, capsys):
     page.wait_for_selector(".vit-explorer[data-renders]")
     reference = half_precision(book_model)
     with torch.no_grad():
-        logits, attentions = reference(normalize(images), return_attention=True)
+        logits, attentions = reference(normalise(images), return_attention=True)
     timings = []
     for k, image in enumerate(images):
         result = page.evaluate(
@@ -220,7 +220,7 @@ def test_an_uploaded_image_is_classified_and_a_non_image_is_refused(page, tmp_pa
     from PIL import Image
 
     from vit_tutorial.browser import half_precision
-    from vit_tutorial.data import normalize
+    from vit_tutorial.data import normalise
 
     split = make_split(20)
     page.goto(_model_page(tmp_path, book_model, split))
@@ -231,7 +231,7 @@ def test_an_uploaded_image_is_classified_and_a_non_image_is_refused(page, tmp_pa
     page.wait_for_function("document.querySelector('[data-control=\"image\"]').value === 'upload:0'")
     page.wait_for_function("document.querySelector('.vit-explorer .caption').textContent.includes('your image')")
     with torch.no_grad():
-        expected = half_precision(book_model)(normalize(image[None])).softmax(-1)[0]
+        expected = half_precision(book_model)(normalise(image[None])).softmax(-1)[0]
     name, percent = page.evaluate(
         """() => { const cells = document.querySelectorAll('.vit-explorer .prediction tr:nth-child(2) td');
                    return [cells[0].textContent, parseFloat(cells[2].textContent)]; }"""

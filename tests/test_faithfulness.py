@@ -6,7 +6,7 @@ from torch import nn
 
 from vit_tutorial import ViT
 from vit_tutorial.config import ViTConfig
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.faithfulness import (
     area,
     deletion_curve,
@@ -72,7 +72,7 @@ def test_dropping_tokens_leaves_the_shown_ones_as_they_were():
     """With every patch kept, in any order, the ViT computes what it computes for the whole image: each kept
     token carries its own position embedding, and attention does not care about the order."""
     model = ViT(TINY).eval()
-    images = normalize(make_split(3).images)
+    images = normalise(make_split(3).images)
     everything = torch.randperm(16).expand(3, -1)
     with torch.no_grad():
         torch.testing.assert_close(model(images, keep=everything), model(images), atol=1e-5, rtol=1e-5)

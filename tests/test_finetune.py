@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vit_tutorial import TrainConfig
-from vit_tutorial.attention import attend, attention_overlay, cls_attention
+from vit_tutorial.attention_maps import attend, attention_overlay, cls_attention
 from vit_tutorial.checkpoint import load_model
 from vit_tutorial.config import FineTuneConfig, RunOptions
 from vit_tutorial.errors import WeightsUnavailableError

@@ -101,7 +101,7 @@ def test_loading_the_small_vit_does_not_import_the_vit_b_16_code():
 
 def test_images_of_the_wrong_type_are_explained():
     model = ViT(TINY)
-    with pytest.raises(ValueError, match=r"normalised float images, got torch.uint8; .*normalize"):
+    with pytest.raises(ValueError, match=r"normalised float images, got torch.uint8; .*normalise"):
         model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"got float64; use images.float\(\)"):
         model(torch.zeros(2, 3, 32, 32, dtype=torch.float64))

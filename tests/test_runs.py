@@ -82,7 +82,7 @@ def test_a_run_record_keeps_history_metrics_and_every_prediction_but_no_weights(
 
 
 def test_a_run_that_predates_the_diagnostics_gets_those_of_its_kept_weights(fake_data, quick_train_config, tmp_path):
-    from vit_tutorial.attention import attend, cls_spread
+    from vit_tutorial.attention_maps import attend, cls_spread
     from vit_tutorial.diagnostics import PROBE_IMAGES, qk_norms
 
     result = train_tiny(fake_data, quick_train_config.replace(epochs=2), out_dir=tmp_path / "run")
@@ -236,7 +236,7 @@ CPU = RunOptions(device="cpu", progress=False)
 def test_train_or_reuse_trains_when_nothing_matches(fake_data, quick_train_config, reuse_workspace):
     said = []
     trained = runs.train_or_reuse(
-        TINY, quick_train_config.replace(epochs=2), fake_data, folder="first", log=said.append, options=CPU
+        TINY, quick_train_config.replace(epochs=2), fake_data, out_dir="first", log=said.append, options=CPU
     )
     assert trained.model is not None and len(trained.history) == 2 and "trained here" in said[-1]
 
@@ -244,7 +244,7 @@ def test_train_or_reuse_trains_when_nothing_matches(fake_data, quick_train_confi
 def test_train_or_reuse_reuses_a_finished_run_of_the_same_configs(fake_data, quick_train_config, reuse_workspace):
     config, said = quick_train_config.replace(epochs=2), []
     train_tiny(fake_data, config, out_dir=reuse_workspace / "runs" / "first")
-    again = runs.train_or_reuse(TINY, config, fake_data, folder="other", log=said.append)
+    again = runs.train_or_reuse(TINY, config, fake_data, out_dir="other", log=said.append)
     assert "reusing" in said[-1] and again.path == reuse_workspace / "runs" / "first" / "best.pt"
     assert again.model is not None and not (reuse_workspace / "runs" / "other").exists()
 
@@ -256,7 +256,7 @@ def test_train_or_reuse_falls_back_to_a_shipped_record(fake_data, quick_train_co
     records.write_run_record(records.run_record(payload, result.model, fake_data, "tiny"), "tiny", reuse_workspace)
     monkeypatch.setattr(records, "RECORDS", reuse_workspace)
     shipped = runs.train_or_reuse(
-        TINY, config.replace(lr=0.2), fake_data, folder="second", record="tiny", log=said.append
+        TINY, config.replace(lr=0.2), fake_data, out_dir="second", record="tiny", log=said.append
     )
     assert shipped.model is None and shipped.test_predictions is not None and "run record" in said[-1]
 
@@ -269,5 +269,5 @@ def test_train_or_reuse_resumes_an_interrupted_run_of_the_same_configs(fake_data
     last = load_checkpoint(interrupted / "last.pt")
     last["train_config"]["epochs"] = 2  # as if cut off after the first of two epochs
     save_checkpoint(interrupted / "last.pt", last)
-    resumed = runs.train_or_reuse(TINY, config, fake_data, folder="third", log=[].append, options=CPU)
+    resumed = runs.train_or_reuse(TINY, config, fake_data, out_dir="third", log=[].append, options=CPU)
     assert [h.epoch for h in resumed.history] == [1, 2]  # resumed, not restarted

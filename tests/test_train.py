@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vit_tutorial import TrainConfig, TrainingDivergedError, ViT, run_state
 from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint
 from vit_tutorial.config import RunOptions
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.devices import autocast, resolve_precision
 from vit_tutorial.errors import CheckpointError
 from vit_tutorial.evaluate import loss_and_accuracy
@@ -25,7 +25,7 @@ def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = ViT(TINY)
     split = make_split(20)
-    images, labels = normalize(split.images), split.labels
+    images, labels = normalise(split.images), split.labels
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(300):
         loss = F.cross_entropy(model(images), labels)
@@ -176,7 +176,7 @@ def test_query_key_decay_at_one_is_the_plain_decay_and_at_zero_spares_only_queri
         make_optimizer(rowwise, config, decay_for(rowwise, config)),  # qk_decay 1: the plain groups
         make_optimizer(spared, config.replace(qk_decay=0.0), decay_for(spared, config.replace(qk_decay=0.0))),
     ]
-    images, labels = normalize(make_split(10).images), torch.arange(10)
+    images, labels = normalise(make_split(10).images), torch.arange(10)
     for _ in range(3):
         for model, opt in zip((plain, rowwise, spared), optimizers):
             opt.zero_grad()
@@ -214,7 +214,7 @@ def test_query_key_decay_matches_the_decay_of_a_separate_group():
         momentum=0.9,
         nesterov=True,
     )
-    images, labels = normalize(make_split(10).images), torch.arange(10)
+    images, labels = normalise(make_split(10).images), torch.arange(10)
     for model_, opt in ((model, optimizer), (reference, sgd)):
         for _ in range(2):
             opt.zero_grad()

@@ -3,7 +3,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vit_tutorial import ViT
-from vit_tutorial.data import normalize
+from vit_tutorial.data import normalise
 from vit_tutorial.viz import (
     attention_gif,
     attention_triptych,
@@ -24,7 +24,7 @@ from .conftest import TINY, make_split
 def _attentions(n: int = 1):
     torch.manual_seed(0)
     images = torch.rand(n, 3, 32, 32)
-    _, attentions = ViT(TINY).eval()(normalize(images), return_attention=True)
+    _, attentions = ViT(TINY).eval()(normalise(images), return_attention=True)
     return images, attentions.detach()
 
 

@@ -756,7 +756,7 @@ def images_of_the_wrong_type(ws):
 def indices_that_are_not_whole_numbers(ws):
     import torch
 
-    from vit_tutorial.attention import cls_attention
+    from vit_tutorial.attention_maps import cls_attention
     from vit_tutorial.data import Split
 
     attentions = torch.rand(1, 2, 2, 5, 5)

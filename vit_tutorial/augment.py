@@ -474,7 +474,7 @@ class Pipeline:
 
         The uint8 augmentation runs where `images` are (the generator's device); the rest on `device`.
         """
-        from .data import normalize
+        from .data import normalise
 
         images = augment_batch(
             images,
@@ -484,7 +484,7 @@ class Pipeline:
             randaugment_m=self.randaugment_m,
         )
         device = device if device is not None else images.device
-        images = normalize(images.to(device, non_blocking=True))
+        images = normalise(images.to(device, non_blocking=True))
         labels = labels.to(device, non_blocking=True)
         if self.random_erasing > 0:
             images = random_erasing(images, self.random_erasing, generator)

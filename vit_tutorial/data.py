@@ -387,7 +387,7 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, t
     )
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
+def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 or [0, 1] float images (B, 3, H, W) -> float32 standardised with CIFAR10_MEAN / CIFAR10_STD."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     mean = torch.tensor(CIFAR10_MEAN, device=x.device).view(1, 3, 1, 1)
@@ -395,8 +395,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Inverse of `normalize`: standardised (B, 3, H, W) -> values in [0, 1]."""
+def denormalise(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalise`: standardised (B, 3, H, W) -> values in [0, 1]."""
     mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
     return (images * std + mean).clamp(0, 1)
@@ -410,10 +410,10 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
-    normalise: bool = True,
+    raw: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield batches of images (B, 3, 32, 32) and labels (B,): normalised floats on `device`, or with
-    `normalise=False` the stored uint8 images where the split is (for `augment.Pipeline` to transform).
+    `raw=True` the stored uint8 images where the split is (for `augment.Pipeline` to transform).
 
     Shuffling draws from `generator`, which must live on the split's device.
     """
@@ -428,7 +428,7 @@ def batches(
         else:
             index = order[start : start + batch_size]
             images, labels = split.images[index], split.labels[index]
-        if not normalise:
+        if raw:
             yield images, labels
             continue
-        yield normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+        yield normalise(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)

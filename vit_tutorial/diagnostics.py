@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import attend, cls_spread, flat_threshold
+from .attention_maps import attend, cls_spread, flat_threshold
 from .data import CIFAR10, Split
 from .devices import autocast
 from .evaluate import loss_and_accuracy

@@ -21,7 +21,7 @@ from importlib import resources
 import torch
 from torch import nn
 
-from .attention import (
+from .attention_maps import (
     attend,
     attention_overlay,
     attention_rollout,

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .data import normalize
+from .data import normalise
 from .patches import patchify, unpatchify
 from .registry import config_of
 
@@ -54,7 +54,7 @@ def true_class_probability(
     if hide not in HIDES:
         raise ValueError(f"hide must be one of {HIDES}, got {hide!r}")
     model.eval()
-    x = normalize(images)
+    x = normalise(images)
     if keep is None:
         logits = model(x)
     elif hide == "drop":

@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 
 from .config import FineTuneConfig, TrainConfig
-from .data import denormalize
+from .data import denormalise
 from .errors import UNREADABLE_FILE_ERRORS, WeightsUnavailableError, first_line
 
 WEIGHTS = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1
@@ -62,7 +62,7 @@ class FineTunedViT(nn.Module):
         """CIFAR-normalised (B, 3, 32, 32) -> ImageNet-normalised (B, 3, 224, 224)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"FineTunedViT expects images shaped (B, 3, H, W), got {tuple(images.shape)}")
-        pixels = denormalize(images)  # [0, 1]
+        pixels = denormalise(images)  # [0, 1]
         pixels = F.interpolate(pixels, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
         mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)

@@ -135,7 +135,7 @@ class ViT(nn.Module):
         if not images.is_floating_point():
             raise ValueError(
                 f"ViT expects normalised float images, got {images.dtype}; "
-                "pass uint8 images through vit_tutorial.data.normalize first, as the data pipeline does"
+                "pass uint8 images through vit_tutorial.data.normalise first, as the data pipeline does"
             )
         if images.dtype == torch.float64 and self.head.weight.dtype != torch.float64:
             raise ValueError(

@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from .data import CLASSES, normalize
+from .data import CLASSES, normalise
 from .images import as_rgb, read_rgb
 
 
@@ -43,6 +43,6 @@ def top_k(model: nn.Module, image: torch.Tensor, k: int = 5) -> list[tuple[str, 
         raise ValueError(f"top-k must be between 1 and {len(CLASSES)}, got {k}")
     model.eval()
     device = next(model.parameters()).device
-    probabilities = model(normalize(image[None].to(device))).float().softmax(dim=-1)[0].cpu()
+    probabilities = model(normalise(image[None].to(device))).float().softmax(dim=-1)[0].cpu()
     values, indices = probabilities.topk(k)
     return [(CLASSES[i], v) for i, v in zip(indices.tolist(), values.tolist())]

@@ -25,15 +25,20 @@ from .train import fit
 
 
 def train_run(
-    model: nn.Module, data: CIFAR10, config: TrainConfig, out: str | os.PathLike, options: RunOptions, test: bool = True
+    model: nn.Module,
+    data: CIFAR10,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    options: RunOptions,
+    test: bool = True,
 ) -> FitResult:
-    """Train `model` into the run folder `out` and, with `test`, score the chosen weights once on the test set
-    (written to `out/metrics.json`): the command line's `train` and the sweep's workers (`test=False`).
+    """Train `model` into the run folder `out_dir` and, with `test`, score the chosen weights once on the test set
+    (written to `out_dir/metrics.json`): the command line's `train` and the sweep's workers (`test=False`).
 
     Raises:
         Interrupted: on Ctrl-C or SIGTERM, saying what is kept and how to go on.
     """
-    folder = RunFolder(out)
+    folder = RunFolder(out_dir)
     ranks = distributed.launched()
     leader = ranks is None or ranks.leader  # on several processes, rank 0 writes and prints
     print(
@@ -77,7 +82,7 @@ def train_or_reuse(
     train_config: TrainConfig,
     data: CIFAR10,
     *,
-    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
     record: str | None = None,
     reuse: bool = True,
     log=print,
@@ -85,7 +90,7 @@ def train_or_reuse(
 ) -> FinishedRun:
     """What a chapter that shows a trained model needs: a finished run with exactly these configs if one is on
     disk (the shipped checkpoint, or `runs/*/best.pt`), else the shipped run record named `record` (history and
-    test predictions, no weights), else train into `folder` (under `runs_dir()` unless absolute) with `options`,
+    test predictions, no weights), else train into `out_dir` (under `runs_dir()` unless absolute) with `options`,
     resuming it if it was interrupted. `reuse=False` always trains (the quick mode). Says in one line which it
     did."""
     if reuse:
@@ -98,7 +103,7 @@ def train_or_reuse(
             log(f"using the run record {record!r} shipped with the package (history and test predictions)")
             return shipped
     options = options or RunOptions()
-    target = RunFolder(Path(runs_dir(), folder))
+    target = RunFolder(Path(runs_dir(), out_dir))
     unfinished = target.unfinished_run() if reuse else None
     resume = unfinished is not None and unfinished.is_run_of(model_config, train_config)
     model = build_model(model_config, train_config.seed)

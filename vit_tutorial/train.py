@@ -140,7 +140,7 @@ def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Te
     generator = torch.Generator(device=split.labels.device).manual_seed(epoch_seed(config.seed, epoch))
     drop_last = len(split) >= config.batch_size
     for images, labels in batches(
-        split, config.batch_size, shuffle=True, generator=generator, drop_last=drop_last, normalise=False
+        split, config.batch_size, shuffle=True, generator=generator, drop_last=drop_last, raw=True
     ):
         images, targets = run.pipeline(images, labels, generator, run.device)
         yield images, targets, labels.to(run.device, non_blocking=True)

@@ -12,7 +12,7 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 
-from .attention import (
+from .attention_maps import (
     attention_overlay,
     attention_rollout,
     cls_attention,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vit_tutorial import ViT
-from vit_tutorial.attention import attention_overlay, attention_rollout, cls_attention, overlay_steps
+from vit_tutorial.attention_maps import attention_overlay, attention_rollout, cls_attention, overlay_steps
 
 from .conftest import TINY
 
@@ -109,7 +109,7 @@ def test_bad_input_gives_clear_errors(call, message):
 
 
 def test_cls_spread_measures_how_uneven_the_cls_row_is():
-    from vit_tutorial.attention import cls_spread
+    from vit_tutorial.attention_maps import cls_spread
 
     even = torch.full((2, 3, 4, 17, 17), 1 / 17)
     assert torch.allclose(cls_spread(even), torch.zeros(3))
@@ -128,7 +128,7 @@ def test_indices_that_are_not_whole_numbers_in_range_are_refused(layer, head):
 
 
 def test_a_flat_map_is_below_the_threshold_and_the_shared_scale_keeps_it_flat():
-    from vit_tutorial.attention import flat_threshold, map_spread, overlay_steps, shared_scale
+    from vit_tutorial.attention_maps import flat_threshold, map_spread, overlay_steps, shared_scale
 
     even = torch.full((1, 2, 4, 17, 17), 1 / 17)
     sharp = even.clone()

@@ -40,7 +40,7 @@ def attend(
     Returns:
         logits (B, classes) and attentions (B, depth, heads, n, n), float32 on the CPU.
     """
-    from .data import normalize
+    from .data import normalise
     from .devices import autocast
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -49,7 +49,7 @@ def attend(
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size].to(device)
         with autocast(device, precision):
-            out, weights = model(batch if normalised else normalize(batch), return_attention=True)
+            out, weights = model(batch if normalised else normalise(batch), return_attention=True)
         logits.append(out.float().cpu())
         attentions.append(weights.float().cpu())
     if not logits:
@@ -178,7 +178,7 @@ def _check_image_and_grid(image: torch.Tensor, grid: torch.Tensor) -> tuple[torc
         raise ValueError(
             f"expected image values as floats in [0, 1], got {image.dtype} "
             f"in [{image.min().item()}, {image.max().item()}]; "
-            "divide uint8 images by 255 or use vit_tutorial.data.denormalize"
+            "divide uint8 images by 255 or use vit_tutorial.data.denormalise"
         )
     if grid.ndim != image.ndim - 1 or grid.shape[-1] != grid.shape[-2] or (batched and grid.shape[0] != image.shape[0]):
         expected = "(B, y, x) for a (B, 3, H, W) image" if batched else "(y, x) for a (3, H, W) image"
