@@ -233,6 +233,22 @@ def test_evaluate_never_destroys_what_it_did_not_write(cli_workspace):
 
 
 @pytest.mark.slow  # a command in a subprocess: seconds of start-up each
+def test_evaluate_with_test_time_views_writes_its_own_metrics(cli_workspace):
+    root, env = cli_workspace
+    out = root / "runs" / "t"
+    assert run(*train_args(out), env=env).returncode == 0
+    own = (out / "metrics.json").read_text()
+    viewed = run("evaluate", "--checkpoint", str(out / "best.pt"), "--tta", env=env)
+    assert viewed.returncode == 0 and "mean of 6 test-time views" in viewed.stdout, viewed.stderr
+    assert json.loads((out / "metrics-tta.json").read_text())["tta"] is True
+    assert (out / "metrics.json").read_text() == own  # the single view's metrics stay
+    stderr = one_clean_line(
+        run("evaluate", "--checkpoint", str(out / "best.pt"), "--tta", "--metrics", str(out / "metrics.json"), env=env)
+    )
+    assert "measured without test-time views" in stderr and (out / "metrics.json").read_text() == own
+
+
+@pytest.mark.slow  # a command in a subprocess: seconds of start-up each
 def test_mistakes_on_the_command_line_are_one_line_with_a_hint(cli_workspace):
     root, env = cli_workspace
     stderr = one_clean_line(run("train", "--epochs", "many", env=env))

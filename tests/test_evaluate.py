@@ -50,3 +50,32 @@ def test_flop_count_of_the_vit_includes_attention_products():
     per_block = t * d * 3 * d + 2 * h * t * t * (d // h) + t * d * d + 2 * t * d * m
     macs = config.num_patches * config.patch_dim * d + config.depth * per_block + d * config.num_classes
     assert count_flops(ViT(config)) == 2 * macs == 82_780_672
+
+
+def test_test_time_views_are_the_image_mirrored_and_shifted_by_four_pixels():
+    from vit_tutorial.evaluate import TTA_SHIFT, tta_views
+
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    views = tta_views(images)
+    assert len(views) == 6 and all(v.shape == images.shape for v in views)
+    plain, down_right, up_left = views[:3]
+    s = TTA_SHIFT
+    assert torch.equal(plain, images)
+    assert torch.equal(down_right[..., s:, s:], images[..., :-s, :-s])  # content moved down and right
+    assert torch.equal(up_left[..., :-s, :-s], images[..., s:, s:])  # and up and left
+    for shifted, mirrored in zip(views[:3], views[3:]):
+        assert torch.equal(mirrored, shifted.flip(-1))
+
+
+def test_tta_scores_the_mean_of_the_views_logits():
+    from vit_tutorial.data import normalise
+    from vit_tutorial.evaluate import predict_logits, tta_views
+
+    torch.manual_seed(0)
+    model = ViT(TINY).eval()
+    split = make_split(10)
+    averaged = predict_logits(model, split, tta=True)
+    with torch.no_grad():
+        expected = torch.stack([model(v) for v in tta_views(normalise(split.images))]).mean(0)
+    torch.testing.assert_close(averaged, expected)
+    assert evaluate(model, split, tta=True)["tta"] is True and evaluate(model, split)["tta"] is False

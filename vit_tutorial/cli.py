@@ -192,6 +192,12 @@ def _add_evaluate_command(commands) -> None:
     _add_data_options(evaluate)
     evaluate.add_argument("--checkpoint", type=Path, help="checkpoint to evaluate (default: runs/MODEL/best.pt)")
     evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="score the mean logits of 6 test-time views (as is and mirrored, each also shifted 4 pixels either "
+        "way); written to metrics-tta.json by default",
+    )
+    evaluate.add_argument(
         "--metrics",
         type=Path,
         help="where to write the JSON metrics, a .json file (default: beside the checkpoint, metrics.json for "
@@ -219,7 +225,7 @@ def _load_data(args: argparse.Namespace, val_size: int, seed: int, test_only: bo
 
 def _train(args: argparse.Namespace) -> None:
     from .registry import build_model
-    from .runs import runs_dir
+    from .run_folder import runs_dir
 
     if args.model == "resnet":
         given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
@@ -238,7 +244,7 @@ def _finetune(args: argparse.Namespace) -> None:
     import torch
 
     from .finetune import FINETUNE_RECIPE, FineTunedViT, load_imagenet_weights
-    from .runs import runs_dir
+    from .run_folder import runs_dir
 
     train_config = _config_from_args(TrainConfig, args, FINETUNE_RECIPE)
     torch.manual_seed(train_config.seed)
@@ -289,7 +295,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .devices import select_device
     from .evaluate import save_metrics, test_metrics
     from .record import RunRecord
-    from .runs import runs_dir
+    from .run_folder import runs_dir
 
     args.checkpoint = args.checkpoint or runs_dir() / (args.model or "vit") / "best.pt"
     payload = load_checkpoint(args.checkpoint)
@@ -300,14 +306,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = select_device(args.device)
     config = record.train_config
     data = _load_data(args, config.val_size, config.seed, test_only=True)
-    target = _metrics_path(args.metrics, args.checkpoint, data.provenance)
+    target = _metrics_path(args.metrics, args.checkpoint, data.provenance, args.tta)
     model = model_from_checkpoint(payload, str(args.checkpoint)).to(device)
     metrics = test_metrics(
-        model, data.test, record, device=device, provenance=data.provenance, checkpoint=args.checkpoint
+        model, data.test, record, device=device, provenance=data.provenance, checkpoint=args.checkpoint, tta=args.tta
     )
     path = save_metrics(metrics, target)
+    views = " (mean of 6 test-time views)" if args.tta else ""
     print(
-        f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_images']} images "
+        f"test accuracy {metrics['accuracy']:.4f}{views} on {metrics['num_images']} images "
         f"({data.provenance['description']}); wrote {shown(path)}"
     )
     for name, row in metrics["per_class"].items():
@@ -317,14 +324,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 TEST_IDENTITY = ("source", "description", "test_fingerprint", "subset")
 
 
-def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict) -> Path:
+def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict, tta: bool = False) -> Path:
     """Where `evaluate` writes: `given`, else beside the checkpoint (metrics.json for best.pt, metrics-NAME.json
-    for NAME.pt, metrics-subset-N.json for a subset of N test images). Never over anything but a metrics
-    file of this checkpoint measured on the same test data: a run's own metrics.json is what
-    `tools/ship_pretrained.py` ships."""
+    for NAME.pt, metrics-subset-N.json for a subset of N test images, metrics-tta.json with test-time views).
+    Never over anything but a metrics file of this checkpoint measured on the same test data the same way: a
+    run's own metrics.json is what `tools/ship_pretrained.py` ships."""
     if given is None:
         subset = provenance.get("subset")
         stem = "metrics" if checkpoint.name == "best.pt" else f"metrics-{checkpoint.stem}"
+        stem += "-tta" if tta else ""
         given = checkpoint.with_name(f"{stem}-subset-{subset['test']}.json" if subset else f"{stem}.json")
     if given.is_file():
         try:
@@ -342,6 +350,11 @@ def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict) -> Pat
                 f"({earlier.get('provenance', {}).get('description', 'unknown')}); pass --metrics PATH to write "
                 "these elsewhere"
             )
+        if earlier.get("tta", False) != tta:
+            raise VitTutorialError(
+                f"{shown(given)} holds metrics measured {'without' if tta else 'with'} test-time views; pass "
+                "--metrics PATH to write these elsewhere"
+            )
         if earlier.get("checkpoint", checkpoint.name) != checkpoint.name:
             raise VitTutorialError(
                 f"{shown(given)} holds the metrics of {earlier['checkpoint']}, not of {checkpoint.name}; pass "
@@ -354,7 +367,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import load_model
     from .predict import load_image, top_k
     from .registry import config_of
-    from .runs import runs_dir
+    from .run_folder import runs_dir
 
     if not 1 <= args.top_k <= 10:
         raise ValueError(f"--top-k must be between 1 and 10 (there are 10 classes), got {args.top_k}")

@@ -1,4 +1,10 @@
-"""Test-set metrics: accuracy, per-class precision / recall / F1, the confusion matrix; and a model's cost."""
+"""Test-set metrics: accuracy, per-class precision / recall / F1, the confusion matrix; and a model's cost.
+
+With `tta=True`, the logits are the mean over test-time views of each image (`tta_views`): as it is and
+mirrored, each also shifted by 4 pixels down-right and up-left (reflected at the border, as the training
+crop pads), six views in all. Airbench (Jordan 2024) averages such views; the book's headline numbers stay
+the single view.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASSES, Split, batches
+from .devices import describe_hardware, select_device
 from .files import write_json
 from .registry import spec_for
+
+TTA_SHIFT = 4  # pixels, as far as the training crop shifts
+
+
+def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """The test-time views of a batch (B, C, H, W): itself and mirrored, each unshifted and shifted by `TTA_SHIFT`
+    pixels down-right and up-left with the border reflected."""
+    s = TTA_SHIFT
+    padded = F.pad(images, (s, s, s, s), mode="reflect")  # (b, c, H + 2s, W + 2s)
+    h, w = images.shape[-2:]
+    shifted = [images, padded[..., :h, :w], padded[..., 2 * s :, 2 * s :]]
+    return shifted + [view.flip(-1) for view in shifted]
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 1000
+    model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 1000, tta: bool = False
 ) -> torch.Tensor:
-    """Logits (N, num_classes) of `model` for every image of `split`, in order, on the CPU."""
+    """Logits (N, num_classes) of `model` for every image of `split`, in order, on the CPU; with `tta`, the mean of
+    the logits of the image's `tta_views`."""
     model.eval()
-    outputs = [model(images).float().cpu() for images, _ in batches(split, batch_size, device=device)]
+    outputs = []
+    for images, _ in batches(split, batch_size, device=device):
+        views = tta_views(images) if tta else [images]
+        outputs.append(torch.stack([model(view).float() for view in views]).mean(0).cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, len(CLASSES))
 
 
@@ -63,13 +86,15 @@ def classification_report(
 
 
 def evaluate(
-    model: nn.Module, split: Split, *, device: str | torch.device = "cpu", batch_size: int = 1000
+    model: nn.Module, split: Split, *, device: str | torch.device = "cpu", batch_size: int = 1000, tta: bool = False
 ) -> dict[str, Any]:
-    """Full metrics of `model` on `split`, plus the mean cross-entropy, as a JSON-ready dict."""
-    logits = predict_logits(model, split, device, batch_size)
+    """Full metrics of `model` on `split` (with `tta`, of the mean over `tta_views`), plus the mean cross-entropy,
+    as a JSON-ready dict."""
+    logits = predict_logits(model, split, device, batch_size, tta)
     labels = split.labels.cpu()
     report = classification_report(labels, logits.argmax(dim=1))
     report["loss"] = F.cross_entropy(logits, labels).item() if len(labels) else float("nan")
+    report["tta"] = tta
     return report
 
 
@@ -81,14 +106,13 @@ def test_metrics(
     device: str | torch.device | None = None,
     provenance: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """What `metrics.json` holds, the same for `train` and `evaluate`: the full metrics of `model` on the test
-    split, the data's provenance, the hardware that measured them, and, given the run's `record.RunRecord`,
-    its best epoch and the checkpoint they score."""
-    from .devices import describe_hardware, select_device
-
+    split (with `tta`, of its test-time views), the data's provenance, the hardware that measured them, and,
+    given the run's `record.RunRecord`, its best epoch and the checkpoint they score."""
     device = select_device(device)
-    metrics = evaluate(model, test, device=device)
+    metrics = evaluate(model, test, device=device, tta=tta)
     metrics["provenance"] = provenance if provenance is not None else (record.provenance if record else {})
     metrics["hardware"] = describe_hardware(device)
     if record is not None:
