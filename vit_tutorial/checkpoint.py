@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from ._version import __version__
 from .data import CLASSES
-from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line
+from .errors import UNREADABLE_FILE_ERRORS, CheckpointError, first_line, shown
 from .files import write_atomically
 from .record import CHECKPOINT_SCHEMA, RunRecord
 from .registry import MODELS, spec_named
@@ -96,9 +97,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{shown(path)} is not a readable checkpoint: {first_line(error)}") from None
     except UNREADABLE_FILE_ERRORS as error:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: {first_line(error, 160)}); "
+            f"{shown(path)} is not a readable checkpoint (truncated or corrupt: {first_line(error, 160)}); "
             f"re-run training or use another checkpoint"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -130,6 +133,18 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
         bad = [name for name, value in payload.get(key, {}).items() if not isinstance(value, torch.Tensor)]
         if bad:
             raise CheckpointError(f"{source}: {key} entry {bad[0]!r} is not a tensor; the file is damaged")
+        unnamed = [name for name in payload.get(key, {}) if not isinstance(name, str)]
+        if unnamed:
+            raise CheckpointError(
+                f"{source}: {key} has an entry named {unnamed[0]!r}, not a weight's name; the file is damaged"
+            )
+        wrong = [(name, value.dtype) for name, value in payload.get(key, {}).items() if not _weight_dtype(name, value)]
+        if wrong:
+            name, dtype = wrong[0]
+            raise CheckpointError(
+                f"{source}: {key} weight {name!r} is {str(dtype).removeprefix('torch.')}, not a floating-point "
+                "weight; the file is damaged or was not written by vit_tutorial"
+            )
         broken = [
             name
             for name, value in payload.get(key, {}).items()
@@ -154,6 +169,13 @@ def check_schema(payload: dict[str, Any], source: str = "checkpoint") -> None:
             f"{source} holds a {config.num_classes}-class model; this package's models classify the "
             f"{len(CLASSES)} CIFAR-10 classes"
         )
+
+
+def _weight_dtype(name: str, value: torch.Tensor) -> bool:
+    """Weights are real floating-point numbers; the one integer a model keeps is batch norm's step count."""
+    if value.is_floating_point():
+        return True
+    return name.endswith("num_batches_tracked") and value.dtype == torch.long
 
 
 def stored_architecture(payload: dict[str, Any], source: str = "checkpoint") -> str:

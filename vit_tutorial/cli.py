@@ -28,6 +28,19 @@ SWEEP_RUN_OPTIONS = ("precision", "compile")  # the sweep gives each worker its 
 DEBUG_ENV = "VIT_TUTORIAL_DEBUG"
 
 
+def _path(text: str) -> Path:
+    """A path given on the command line; an empty one is refused rather than read as the working directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return Path(text)
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder name, or leave the option out")
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistake on the command line is one line and a hint, not the whole usage block."""
 
@@ -68,7 +81,10 @@ def _config_from_args(cls, args: argparse.Namespace, defaults=None):
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", metavar="ROOT", help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)"
+        "--data",
+        type=_nonempty,
+        metavar="ROOT",
+        help="CIFAR-10 root (default: $VIT_TUTORIAL_DATA or ~/.cache/vit_tutorial/data)",
     )
     parser.add_argument(
         "--download",
@@ -96,7 +112,7 @@ def _add_model_option(parser: argparse.ArgumentParser, default: str | None) -> N
 
 def _add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
-        "--out", type=Path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)"
+        "--out", type=_path, help=f"output folder (default: {default_out}, under $VIT_TUTORIAL_RUNS if set)"
     )
     _add_config_options(parser, RunOptions, RUN_OPTIONS)
 
@@ -139,9 +155,9 @@ def _add_sweep_command(commands) -> None:
         "Re-running skips finished recipes and resumes interrupted ones; the test set is not used.",
     )
     sweep.add_argument(
-        "grid", type=Path, metavar="GRID", help="a grid file, or a shipped grid by name (gpu-first, gpu-third, ...)"
+        "grid", type=_path, metavar="GRID", help="a grid file, or a shipped grid by name (gpu-first, gpu-third, ...)"
     )
-    sweep.add_argument("--out", type=Path, required=True, help="folder for the recipes' run folders and the results")
+    sweep.add_argument("--out", type=_path, required=True, help="folder for the recipes' run folders and the results")
     sweep.add_argument(
         "--parallel", type=int, default=1, help="recipes trained at the same time on the device (default: 1)"
     )
@@ -190,7 +206,7 @@ def _add_evaluate_command(commands) -> None:
     )
     _add_model_option(evaluate, None)
     _add_data_options(evaluate)
-    evaluate.add_argument("--checkpoint", type=Path, help="checkpoint to evaluate (default: runs/MODEL/best.pt)")
+    evaluate.add_argument("--checkpoint", type=_path, help="checkpoint to evaluate (default: runs/MODEL/best.pt)")
     evaluate.add_argument(
         "--tta",
         action="store_true",
@@ -199,7 +215,7 @@ def _add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--metrics",
-        type=Path,
+        type=_path,
         help="where to write the JSON metrics, a .json file (default: beside the checkpoint, metrics.json for "
         "best.pt, metrics-NAME.json for NAME.pt, metrics-subset-N.json with --subset)",
     )
@@ -209,8 +225,8 @@ def _add_predict_command(commands) -> None:
     predict = commands.add_parser(
         "predict", help="top-k classes for image files", description="Classify image files of any size."
     )
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    predict.add_argument("--checkpoint", type=Path, help="checkpoint to use (default: runs/vit/best.pt)")
+    predict.add_argument("images", nargs="+", type=_path, metavar="IMAGE")
+    predict.add_argument("--checkpoint", type=_path, help="checkpoint to use (default: runs/vit/best.pt)")
     predict.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
 
 
@@ -306,10 +322,18 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = select_device(args.device)
     config = record.train_config
     data = _load_data(args, config.val_size, config.seed, test_only=True)
-    target = _metrics_path(args.metrics, args.checkpoint, data.provenance, args.tta)
+    digest = payload["content_sha256"]
+    target = _metrics_path(args.metrics, args.checkpoint, digest, data.provenance, args.tta)
     model = model_from_checkpoint(payload, str(args.checkpoint)).to(device)
     metrics = test_metrics(
-        model, data.test, record, device=device, provenance=data.provenance, checkpoint=args.checkpoint, tta=args.tta
+        model,
+        data.test,
+        record,
+        device=device,
+        provenance=data.provenance,
+        checkpoint=args.checkpoint,
+        checkpoint_sha256=digest,
+        tta=args.tta,
     )
     path = save_metrics(metrics, target)
     views = " (mean of 6 test-time views)" if args.tta else ""
@@ -324,7 +348,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 TEST_IDENTITY = ("source", "description", "test_fingerprint", "subset")
 
 
-def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict, tta: bool = False) -> Path:
+def _metrics_path(given: Path | None, checkpoint: Path, digest: str, provenance: dict, tta: bool = False) -> Path:
     """Where `evaluate` writes: `given`, else beside the checkpoint (metrics.json for best.pt, metrics-NAME.json
     for NAME.pt, metrics-subset-N.json for a subset of N test images, metrics-tta.json with test-time views).
     Never over anything but a metrics file of this checkpoint measured on the same test data the same way: a
@@ -355,10 +379,14 @@ def _metrics_path(given: Path | None, checkpoint: Path, provenance: dict, tta: b
                 f"{shown(given)} holds metrics measured {'without' if tta else 'with'} test-time views; pass "
                 "--metrics PATH to write these elsewhere"
             )
-        if earlier.get("checkpoint", checkpoint.name) != checkpoint.name:
+        if (
+            earlier.get("checkpoint_sha256", digest) != digest
+            or earlier.get("checkpoint", checkpoint.name) != checkpoint.name
+        ):
+            theirs = f"{earlier.get('checkpoint', '?')}, content {str(earlier.get('checkpoint_sha256', '?'))[:12]}"
             raise VitTutorialError(
-                f"{shown(given)} holds the metrics of {earlier['checkpoint']}, not of {checkpoint.name}; pass "
-                "--metrics PATH to write these elsewhere"
+                f"{shown(given)} holds the metrics of another checkpoint ({theirs}), not of {shown(checkpoint)} "
+                f"(content {digest[:12]}); pass --metrics PATH to write these elsewhere"
             )
     return given
 

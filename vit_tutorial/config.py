@@ -23,6 +23,10 @@ Distillation = Literal["none", "hard", "soft"]
 
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
 MAX_SEED = 2**32 - 1  # a seed is mixed with the epoch number and must stay within a 64-bit generator seed
+# What the package builds at most: a model of 10^9 parameters takes 4 GB, and training keeps about five copies
+# (weights, gradients, momentum, moving average, best weights); the other limits are far beyond any use.
+MAX_PARAMETERS = 10**9
+LIMITS = {"image_size": 1024, "depth": 256, "heads": 256, "randaugment_n": 16, "batch_size": 2**16, "epochs": 10**5}
 
 
 def option(default: Any, help: str) -> Any:
@@ -72,6 +76,11 @@ class _Serialisable:
                 if kind is float:
                     _require(math.isfinite(value), f"{name}.{field} must be a finite number, got {value!r}")
 
+    def _require_at_most(self, *names: str) -> None:
+        for name in names:
+            value, limit = getattr(self, name), LIMITS[name]
+            _require(value <= limit, f"{type(self).__name__}.{name} is at most {limit:,}, got {value:,}")
+
     def _require_positive(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
@@ -107,6 +116,14 @@ class ViTConfig(_Serialisable):
         for name in ("dropout", "drop_path"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"ViTConfig.{name} must be in [0, 1), got {value!r}")
+        self._require_at_most("image_size", "depth", "heads")
+        parameters = self.depth * (4 * self.dim**2 + 2 * self.dim * self.mlp_dim) + self.patch_dim * self.dim
+        _require(
+            parameters <= MAX_PARAMETERS,
+            f"a ViT of dim {self.dim}, depth {self.depth} and mlp_dim {self.mlp_dim} would have about "
+            f"{parameters:.2g} parameters, more than the {MAX_PARAMETERS:.0e} this package builds; choose a smaller "
+            "dim, depth or mlp_dim",
+        )
 
     @property
     def grid_size(self) -> int:
@@ -143,6 +160,7 @@ class ResNetConfig(_Serialisable):
     def __post_init__(self) -> None:
         self._check_types()
         self._require_positive("image_size", "in_channels", "num_classes")
+        self._require_at_most("image_size")
 
 
 @dataclass(frozen=True)
@@ -229,6 +247,7 @@ class TrainConfig(_Serialisable):
     def __post_init__(self) -> None:
         self._check_types()
         self._require_positive("epochs", "batch_size")
+        self._require_at_most("epochs", "batch_size", "randaugment_n")
         for name in ("warmup_epochs", "cooldown_epochs", "patience", "val_size", "seed", "randaugment_n"):
             value = getattr(self, name)
             _require(value >= 0, f"TrainConfig.{name} must be an integer >= 0, got {value!r}")

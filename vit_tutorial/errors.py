@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 
 # What torch.load raises for a missing, truncated or corrupt file.
 UNREADABLE_FILE_ERRORS = (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour codes, which some libraries put in messages
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def first_line(error: BaseException, limit: int | None = None) -> str:
-    """The first line of an error's message (at most `limit` characters), or its type when it has none."""
-    text = str(error).strip()
+    """The first line of an error's message (at most `limit` characters) without terminal colour codes, or its type
+    when it has none. A file torch refuses to unpickle is described in our words, not torch's (which suggest
+    loading it unsafely)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects besides tensors and plain data, which are not loaded: they could run code"
+    text = ANSI.sub("", str(error)).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def shown(path: str | os.PathLike) -> str:
-    """A path as it can be printed and stored: bytes that are not UTF-8 (a file name from another system)
-    become backslash escapes instead of failing the print or the save."""
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    """A path as it can be printed and stored on one line: bytes that are not UTF-8 (a file name from another
+    system) and control characters (a newline in a name) become backslash escapes instead of failing the print
+    or splitting the line."""
+    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def option(name: str, value: object = None) -> str:

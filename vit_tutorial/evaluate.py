@@ -106,11 +106,13 @@ def test_metrics(
     device: str | torch.device | None = None,
     provenance: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_sha256: str = "",
     tta: bool = False,
 ) -> dict[str, Any]:
     """What `metrics.json` holds, the same for `train` and `evaluate`: the full metrics of `model` on the test
     split (with `tta`, of its test-time views), the data's provenance, the hardware that measured them, and,
-    given the run's `record.RunRecord`, its best epoch and the checkpoint they score."""
+    given the run's `record.RunRecord`, its best epoch and the checkpoint they score (its name, and its content
+    hash, which says whose metrics a file holds whatever it is called)."""
     device = select_device(device)
     metrics = evaluate(model, test, device=device, tta=tta)
     metrics["provenance"] = provenance if provenance is not None else (record.provenance if record else {})
@@ -119,6 +121,8 @@ def test_metrics(
         metrics["best_epoch"] = record.best_epoch
     if checkpoint is not None:
         metrics["checkpoint"] = Path(checkpoint).name
+    if checkpoint_sha256:
+        metrics["checkpoint_sha256"] = checkpoint_sha256
     return metrics
 
 

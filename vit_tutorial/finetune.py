@@ -133,7 +133,18 @@ def load_imagenet_weights(model: FineTunedViT, *, download: bool = True, progres
         raise WeightsUnavailableError(
             f"{where} is damaged ({first_line(error, 120)}); delete it and run again to download it afresh"
         ) from None
-    state = {key: value for key, value in state.items() if not key.startswith("heads.")}
+    damaged = f"{where} is not torchvision's ViT-B/16 weights"
+    advice = "delete it and run again to download it afresh"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"{damaged} (found a {type(state).__name__}, not weights by name); {advice}")
+    state = {key: value for key, value in state.items() if not str(key).startswith("heads.")}
+    expected = model.backbone.state_dict()
+    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise WeightsUnavailableError(
+            f"{damaged} ({wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}); "
+            f"{advice}"
+        )
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("heads.") for key in missing):
         raise WeightsUnavailableError(

@@ -70,13 +70,7 @@ def locked(folder: Path, what: str = "a run") -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks here; one writer per folder is up to the user
         yield
         return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK, "a+")  # noqa: SIM115 (held open for the lock's life)
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot write {shown(folder)} ({error.strerror or first_line(error)}); choose another run folder (--out)"
-        ) from None
+    handle = _open_lock(folder)
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,6 +89,33 @@ def locked(folder: Path, what: str = "a run") -> Iterator[None]:
             yield
         finally:
             handle.truncate(0)
+
+
+def _open_lock(folder: Path):
+    """The folder's lock file, opened for reading and writing: a file of its own, never followed through a link
+    (whose target the lock would overwrite).
+
+    Raises:
+        CheckpointError: the folder cannot be created or written, or its lock is a link.
+    """
+    lock = folder / LOCK
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        if lock.is_symlink():
+            raise CheckpointError(
+                f"{shown(lock)} is a link, not a lock of its own; remove the link (what it points to is left alone)"
+            ) from None
+        raise CheckpointError(
+            f"cannot write {shown(folder)} ({error.strerror or first_line(error)}); choose another run folder (--out)"
+        ) from None
+    if os.fstat(descriptor).st_nlink > 1:
+        os.close(descriptor)
+        raise CheckpointError(
+            f"{shown(lock)} is a hard link to another file, not a lock of its own; remove it (the other file stays)"
+        )
+    return os.fdopen(descriptor, "a+")
 
 
 # Run folders -----------------------------------------------------------------------------------------------

@@ -225,6 +225,7 @@ class Run:
         Raises:
             KeyError, ValueError or RuntimeError: the weights or optimiser state do not fit.
         """
+        _check_training_state(payload, self.optimizer)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -286,3 +287,28 @@ class FitResult:
     @property
     def stopped_early(self) -> bool:
         return self.record.stopped_early
+
+
+def _check_training_state(payload: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """What resuming loads besides the weights, checked before anything is loaded: the schedule's step is a count,
+    and every saved optimiser buffer (momentum, Adam's moments) has the shape of its parameter.
+
+    Raises:
+        ValueError: state that does not fit.
+    """
+    step = payload["scheduler"].get("last_epoch")
+    if not isinstance(step, int) or isinstance(step, bool) or step < -1:
+        raise ValueError(f"the schedule's step is {step!r}, not a count of steps")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stored = payload["optimizer"].get("state", {})
+    if not isinstance(stored, dict):
+        raise ValueError("the optimiser state is not a table of buffers")
+    for index, buffers in stored.items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(buffers, dict):
+            raise ValueError(f"the optimiser state names parameter {index!r}, which this run does not have")
+        for name, value in buffers.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != params[index].shape:
+                raise ValueError(
+                    f"the optimiser's {name} of parameter {index} is {tuple(value.shape)}, its parameter "
+                    f"{tuple(params[index].shape)}"
+                )

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from . import distributed
+from .checkpoint import CHECKSUM, load_checkpoint
 from .config import RunOptions, TrainConfig
 from .data import CIFAR10
 from .errors import Interrupted, option, shown
@@ -18,7 +19,7 @@ from .evaluate import save_metrics, test_metrics
 from .files import write_json
 from .records import FinishedRun, find_finished_run, load_run_record
 from .registry import build_model
-from .run_folder import HISTORY, METRICS, RunFolder, runs_dir
+from .run_folder import BEST, HISTORY, METRICS, RunFolder, runs_dir
 from .run_state import FitResult
 from .signals import exit_code
 from .train import fit
@@ -62,7 +63,10 @@ def train_run(
     if not test:
         return result
     try:
-        metrics = test_metrics(result.model, data.test, result.record, device=options.device)
+        digest = load_checkpoint(folder.best)[CHECKSUM]
+        metrics = test_metrics(
+            result.model, data.test, result.record, device=options.device, checkpoint=BEST, checkpoint_sha256=digest
+        )
     except KeyboardInterrupt as stop:
         raise Interrupted(
             f"interrupted during the test evaluation; training had finished and {shown(folder.best)} is written: "

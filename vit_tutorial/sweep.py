@@ -47,7 +47,7 @@ from .checkpoint import load_checkpoint
 from .config import RunOptions, TrainConfig
 from .data import load_data
 from .errors import CheckpointError, Interrupted, VitTutorialError, first_line, shown
-from .files import write_json, write_text
+from .files import write_atomically, write_json, write_text
 from .record import RunRecord
 from .registry import FROM_SCRATCH, build_model, spec_named
 from .run_folder import locked
@@ -104,8 +104,12 @@ def load_grid(name: str | os.PathLike) -> list[Recipe]:
     """The recipes of a grid file (or of a shipped grid, by name), each fully configured; any mistake is one
     GridError naming file, recipe and key."""
     path = grid_path(name)
+    if path.exists() and not path.is_file():
+        raise GridError(f"{shown(path)} is not a file (a folder, a pipe or a device); pass a TOML grid file")
     try:
         grid = _read_toml(path)
+    except RecursionError:
+        raise GridError(f"{shown(path)} nests tables too deeply to be a grid of [base] and [recipes.NAME]") from None
     except OSError as error:
         raise GridError(
             f"cannot read grid {shown(path)} ({first_line(error)}); pass a TOML file of [base] and [recipes.NAME] "
@@ -232,21 +236,31 @@ def run_sweep(
 
 
 def _check_options(out: Path, options: SweepOptions) -> None:
+    """A sweep folder ranks recipes trained on one data set: the data is identified by its content (the
+    fingerprint of its decoded images) and subset, not by the path or variable that named it."""
     path = out / OPTIONS
-    wanted = options.data_options()
+    wanted = {**options.data_options(), "data_identity": _data_identity(options)}
     if path.is_file():
         try:
             earlier = json.loads(path.read_text())
         except (OSError, ValueError):
             earlier = None
-        if earlier != wanted:
+        same = isinstance(earlier, dict) and earlier.get("data_identity", earlier) == wanted["data_identity"]
+        if not same:
+            then = earlier.get("data_identity", earlier) if isinstance(earlier, dict) else earlier
             raise VitTutorialError(
-                f"{shown(out)} was swept with other data options ({earlier}, now {wanted}); recipes trained on "
-                "different data cannot be ranked together: run with the same --data and --subset, or choose "
-                "another --out"
+                f"{shown(out)} was swept with other data options ({then}, now {wanted['data_identity']}); recipes "
+                "trained on different data cannot be ranked together: run with the same data (--data, "
+                "$VIT_TUTORIAL_DATA, --subset), or choose another --out"
             )
     else:
         write_json(path, wanted)
+
+
+def _data_identity(options: SweepOptions) -> dict[str, Any]:
+    """What the recipes will train on, by content: the data set's source and fingerprint, and the subset."""
+    data = load_data(options.data, download=options.download or None, subset=options.subset)
+    return {key: data.provenance.get(key) for key in ("source", "fingerprint", "subset")}
 
 
 def _groups(recipes: list[Recipe], stack: bool) -> list[list[Recipe]]:
@@ -443,7 +457,7 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for rank, row in enumerate(rows, start=1):
-        settings = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "(base)"
+        settings = _cell(", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "(base)")
         if row["status"] == "finished":
             lines.append(
                 f"| {rank} | {row['recipe']} | {row['best_val_accuracy']:.4f} | {row['best_epoch']} | "
@@ -457,15 +471,28 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
                 f"{_duration(row['wall_seconds'])} | | {settings} |"
             )
         else:
-            lines.append(
-                f"| {rank} | {row['recipe']} | failed: {row['error'].replace('|', '/')} | | | | | {settings} |"
-            )
+            lines.append(f"| {rank} | {row['recipe']} | failed: {_cell(row['error'])} | | | | | {settings} |")
     write_text(out / TABLE, "\n".join(lines) + "\n")
     finished = [row for row in rows if row["status"] == "finished"]
     if finished:
-        shutil.copyfile(Path(finished[0]["folder"]) / "best.pt", out / WINNER)
+        _copy_whole(Path(finished[0]["folder"]) / "best.pt", out / WINNER)
     else:
         (out / WINNER).unlink(missing_ok=True)
+
+
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copy `source` to `target` through a temporary file: a failed copy leaves the old `target` as it was."""
+    try:
+        reader = open(source, "rb")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise CheckpointError(f"cannot read {shown(source)} ({error.strerror}); train the recipe again") from None
+    with reader:
+        write_atomically(target, lambda handle: shutil.copyfileobj(reader, handle), error=CheckpointError)
+
+
+def _cell(text: str) -> str:
+    """`text` as one cell of a Markdown table: a pipe would end the cell and a newline the row."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _watch_parent(parent: int) -> None:
