@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import require_int, require_number
+
 HEAD_FUSIONS = ("mean", "max", "min")
 FLAT_SHARE = 0.1  # see flat_threshold
 
@@ -40,6 +42,7 @@ def attend(
     Returns:
         logits (B, classes) and attentions (B, depth, heads, n, n), float32 on the CPU.
     """
+    require_int("batch_size", batch_size)
     from .data import normalise
     from .devices import autocast
 
@@ -131,6 +134,7 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
     Returns:
         (B, y, x) raw rollout weights of the CLS row over the patches, or (y, x).
     """
+    require_number("discard_ratio", discard_ratio, low=0.0, high=0.99)
     batch, batched = _as_batch(attentions)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
@@ -206,6 +210,7 @@ def overlay_steps(
         "amplified" (B, 3, H, W): times `amplify`;
         "overlay" (B, 3, H, W): clipped to [0, 1]. Without a batch axis in, none out.
     """
+    require_number("amplify", amplify, low=0.0)
     images, grids, batched = _check_image_and_grid(image, grid)
     size = images.shape[-2:]
     resized = F.interpolate(grids[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]

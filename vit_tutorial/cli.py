@@ -9,8 +9,10 @@ set VIT_TUTORIAL_DEBUG=1 to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -411,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command
     ]
     terminate_as_interrupt()
+    sys.stdout = QuietWhenClosed(sys.stdout)
     try:
         command(args)
     except BaseException as error:  # every failure a user can meet ends as one line and a non-zero exit
@@ -420,6 +423,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vit-tutorial {args.command}: {message}", file=sys.stderr)
         return code
     return 0
+
+
+class QuietWhenClosed:
+    """Standard output that falls silent once its reader has gone (`train ... | head -1`): a closed pipe is not a
+    reason to stop a run, so what is printed after it is dropped, and the run goes on and saves as it would."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):  # so that the interpreter's last flush is quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 def debugging() -> bool:

@@ -33,6 +33,7 @@ from .errors import (
     ImageError,
     VitTutorialError,
     first_line,
+    require_int,
     shown,
 )
 from .files import write_atomically
@@ -54,6 +55,7 @@ CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DATA_ENV = "VIT_TUTORIAL_DATA"
+TRAIN_IMAGES = 50_000  # in CIFAR-10's training set, of which `val_size` are held out
 CACHE_ENV = "VIT_TUTORIAL_CACHE"
 
 
@@ -88,6 +90,13 @@ class Split:
             )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"Split.labels must be shaped ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        if self.labels.dtype != torch.long:
+            raise TypeError(f"Split.labels must be class indices (torch.long), got {self.labels.dtype}")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(CLASSES)):
+            raise ValueError(
+                f"Split.labels must be class indices 0..{len(CLASSES) - 1}, got values from "
+                f"{int(self.labels.min())} to {int(self.labels.max())}"
+            )
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -144,6 +153,8 @@ def load_cifar10(
         DataNotFoundError: with one line saying where to put the data or how to download it.
         DataError: an image folder laid out in a way that would silently give wrong data.
     """
+    require_int("val_size", val_size, low=0, high=TRAIN_IMAGES - 1)
+    require_int("seed", seed, low=0)
     configured = root is not None or bool(os.environ.get(DATA_ENV))
     root = data_root(root)
     wanted = ("test",) if test_only else ("train", "test")
@@ -251,15 +262,17 @@ def _sort_key(path: Path) -> bytes:
 
 
 def _listing_key(root: Path, files: list[tuple[Path, int]]) -> str:
-    """What the decoded cache is keyed on: every file's name, label, size and modification time, so that an
-    image replaced or edited in place is read again."""
+    """What the decoded cache is keyed on: every file's name, label, size, inode, and modification and change
+    times, so that an image replaced or edited in place is read again. The change time (ctime) is the kernel's:
+    a copy that restores the modification time (`cp -p`, `rsync -t`) still changes it."""
     digest = hashlib.sha256()
     for path, label in files:
         try:
             stat = path.stat()
         except OSError:  # a broken link: decoding names it
             stat = path.lstat()
-        digest.update(os.fsencode(path.relative_to(root)) + f"\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        seen = f"\t{label}\t{stat.st_size}\t{stat.st_ino}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n"
+        digest.update(os.fsencode(path.relative_to(root)) + seen.encode())
     return digest.hexdigest()[:16]
 
 
@@ -299,6 +312,8 @@ def _read_cache(cache: Path, count: int) -> dict[str, np.ndarray]:
             arrays = {name: stored[name] for name in ("images", "labels", "fingerprint")}
         images, labels = arrays["images"], arrays["labels"]
         if images.shape != (count, 32, 32, 3) or images.dtype != np.uint8 or labels.shape != (count,):
+            return {}
+        if content_fingerprint(images, labels) != str(arrays["fingerprint"]):  # edited pixels: decode again
             return {}
         return arrays
     except (*UNREADABLE_FILE_ERRORS, KeyError):

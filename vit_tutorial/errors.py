@@ -45,6 +45,35 @@ def option(name: str, value: object = None) -> str:
     return f"{flag} ({name})" if value is None else f"{flag} {value} ({name}={value})"
 
 
+def require_int(name: str, value: object, low: int = 1, high: int | None = None) -> int:
+    """`value` if it is a whole number in [low, high] (a bool is not a number here).
+
+    Raises:
+        TypeError: not a whole number. ValueError: outside the range. Both name the parameter.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise ValueError(f"{name} must be at least {low}{upper}, got {value}")
+    return value
+
+
+def require_number(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
+    """`value` if it is a finite real number in [low, high].
+
+    Raises:
+        TypeError: not a number. ValueError: NaN, infinite, or outside the range. Both name the parameter.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
 class VitTutorialError(Exception):
     """Bad input a user can fix: missing data, a corrupt checkpoint, an unreadable image."""
 

@@ -31,7 +31,7 @@ from .attention_maps import (
     overlay_steps,
 )
 from .data import CLASSES, Split
-from .errors import ImageError
+from .errors import ImageError, require_int
 from .evaluate import predict_logits
 from .model import ViT
 from .predict import load_image
@@ -78,6 +78,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
 
 def select_examples(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> list[int]:
     """`per_class` random indices of each class, in class order."""
+    require_int("per_class", per_class)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label in range(len(CLASSES)):
@@ -372,6 +373,8 @@ def static_explorer_html(
     default the last; `start_image` the image, as a position among the explorer's images, default the first.
     """
     indices = indices if indices is not None else select_examples(split.labels, per_class, seed)
+    for index in indices:
+        require_int("every index", index, low=0, high=len(split) - 1)
     data = explorer_data(model, split, indices)
     if start_layer is not None:
         if not 0 <= start_layer < model.config.depth:
@@ -392,16 +395,23 @@ def static_explorer_html(
         data["model"] = {"url": weights_url, "digest": weights_digest(model)}
         script = assets.joinpath("vit.js").read_text() + "\n" + script
         if inline_weights:
-            carried = json.dumps(browser_payload(model), separators=(",", ":"))
+            carried = json_in_html(browser_payload(model))
             weights = f"<script>window.vitTutorialWeights = window.vitTutorialWeights || {carried};</script>"
     style = assets.joinpath("explorer.css").read_text()
     root = f"vit-explorer-{uuid.uuid4().hex[:8]}"
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json_in_html(data)
     return (
         f'<div id="{root}" class="vit-explorer"><style>{style}</style>'
         f'<script type="application/json" class="vit-explorer-data">{payload}</script>{weights}'
-        f"<script>{script}\nvitExplorer(document.getElementById({json.dumps(root)}));</script></div>"
+        f"<script>{script}\nvitExplorer(document.getElementById({json_in_html(root)}));</script></div>"
     )
+
+
+def json_in_html(value: object) -> str:
+    """`value` as JSON that is safe inside an HTML <script> element: every <, > and & written as a JSON escape,
+    so that no string in it (a URL given by the page's author, say) can close the element or open a comment."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 class StaticExplorer:

@@ -12,6 +12,8 @@ import math
 import torch
 from einops import rearrange
 
+from .errors import require_int
+
 PATCHIFY = "b c (y p1) (x p2) -> b (y x) (p1 p2 c)"
 UNPATCHIFY = "b (y x) (p1 p2 c) -> b c (y p1) (x p2)"
 
@@ -27,6 +29,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
         (B, (H / patch_size) * (W / patch_size), patch_size * patch_size * C); patch k is row k // g,
         column k % g of the g-wide grid, and its pixels are ordered row, column, channel.
     """
+    require_int("patch_size", patch_size)
     if images.ndim != 4:
         raise ValueError(f"patchify expects images shaped (B, C, H, W), got shape {tuple(images.shape)}")
     height, width = images.shape[-2:]
@@ -44,6 +47,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3) -> tor
     Returns:
         (B, channels, sqrt(N) * patch_size, sqrt(N) * patch_size).
     """
+    require_int("patch_size", patch_size)
+    require_int("channels", channels)
     if patches.ndim != 3 or patches.shape[-1] != patch_size * patch_size * channels:
         raise ValueError(
             f"unpatchify expects (B, N, {patch_size * patch_size * channels}) for patch_size {patch_size} and "

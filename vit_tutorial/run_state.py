@@ -81,6 +81,9 @@ class Run:
         decay: Callable[[nn.Module, TrainConfig], Decay] = decay_for,
         diagnostics: Diagnostics | None = None,
     ) -> None:
+        for part, split in (("training", data.train), ("validation", data.val)):
+            if not len(split):
+                raise ValueError(f"the data hold no {part} images; a run needs both (for validation: val_size > 0)")
         self.model, self.data, self.config, self.device, self.precision = model, data, config, device, precision
         self.diagnostics = diagnostics or Diagnostics.for_run(config_of(model), data)
         started_from = (

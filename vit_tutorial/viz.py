@@ -22,6 +22,7 @@ from .attention_maps import (
     shared_scale,
 )
 from .data import CLASSES, Split
+from .errors import require_int, require_number
 
 
 def to_display(image: torch.Tensor):
@@ -35,6 +36,8 @@ def image_grid(
     images: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.3
 ) -> Figure:
     """A grid of images (N, 3, H, W), uint8 or float in [0, 1], with optional titles."""
+    require_int("ncols", ncols)
+    require_number("size", size, low=0.1, high=20.0)
     n = images.shape[0]
     nrows = -(-n // ncols)
     figure = Figure(figsize=(ncols * size, nrows * size * (1.25 if titles else 1.0)), layout="constrained")
@@ -50,6 +53,7 @@ def image_grid(
 
 def class_samples(split: Split, per_class: int = 8, seed: int = 0) -> Figure:
     """One row per class with `per_class` random examples, the class name on the left."""
+    require_int("per_class", per_class, high=64)
     generator = torch.Generator().manual_seed(seed)
     figure = Figure(figsize=(per_class * 0.72 + 1.0, len(CLASSES) * 0.72), layout="constrained")
     axes = figure.subplots(len(CLASSES), per_class, squeeze=False)
