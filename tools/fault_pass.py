@@ -40,6 +40,20 @@ CLASSES = {
     6: "loads that check too little",
     7: "configs and inputs at the edges",
     8: "sweep bookkeeping",
+    9: "contents trusted once the container passes",
+    10: "weights of the wrong kind",
+    11: "sizes without bounds",
+    12: "an empty path",
+    13: "names instead of identities",
+    14: "files written through links or in place",
+    15: "user strings in line-based output",
+    16: "caches that trust metadata",
+    17: "transparency without alpha",
+    18: "signals after the first, a closed stdout",
+    19: "grids that are not files",
+    20: "helpers that take anything",
+    21: "JSON inside HTML",
+    22: "image folders with surprises",
 }
 CASES: list[tuple[int, str, Callable[[Workspace], None]]] = []
 
@@ -843,6 +857,224 @@ def sweep_options_and_files_that_make_no_sense(ws):
     empty = ws.fresh("empty.toml")
     empty.write_text("[base]\nepochs = 2\n")
     one_line(ws.run("sweep", str(empty), "--out", str(ws.fresh("s"))), 2, "recipe")
+
+
+# The third pass (issue 32) --------------------------------------------------------------------------------
+
+
+def api(code: str, ws: Workspace, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter with the package, printing what it finds; its exceptions are its output."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env or ws.env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def train_on(ws: Workspace, data: Path) -> subprocess.CompletedProcess:
+    """A tiny training run on the image folder `data`."""
+    return ws.run(*train_args(ws.fresh("r")), env={**ws.env, "VIT_TUTORIAL_DATA": str(data)})
+
+
+def _saved(ws: Workspace, change: str) -> Path:
+    """A checkpoint of a tiny model with a valid checksum over content changed by the statement `change`."""
+    path = ws.fresh("changed.pt")
+    code = (
+        "import torch\nfrom vit_tutorial import ViT, ViTConfig\nfrom vit_tutorial.checkpoint import save_checkpoint\n"
+        "m = ViT(ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32))\n"
+        "p = {'architecture': 'vit', 'model_config': m.config.to_dict(), 'model': m.state_dict(), "
+        "'provenance': {}, 'hardware': 'x'}\n"
+        f"{change}\nsave_checkpoint({str(path)!r}, p)\n"
+    )
+    result = api(code, ws)
+    check(result.returncode == 0, f"could not write the case's checkpoint: {result.stderr[-300:]}")
+    return path
+
+
+@case(9)
+def checkpoint_keyed_by_a_number(ws):
+    path = _saved(ws, "p['model'][3] = torch.zeros(1)")
+    one_line(ws.run("evaluate", "--checkpoint", str(path)), 2, "not a weight's name")
+
+
+@case(9)
+def history_entries_that_are_numbers(ws):
+    path = _saved(ws, "p['history'] = [1, 2, 3]")
+    one_line(ws.run("evaluate", "--checkpoint", str(path)), 2, "history entry")
+
+
+@case(9)
+def a_schedule_step_that_is_a_string(ws):
+    out = ws.trained("step")
+    code = (
+        "from vit_tutorial.checkpoint import load_checkpoint, save_checkpoint\n"
+        f"p = load_checkpoint({str(out / 'last.pt')!r}); p['scheduler']['last_epoch'] = '7'\n"
+        "p['train_config']['epochs'] = 2\n"
+        f"save_checkpoint({str(out / 'last.pt')!r}, p)\n"
+    )
+    check(api(code, ws).returncode == 0, "could not damage last.pt")
+    one_line(ws.train(out, "--epochs", "2", "--resume"), 2, "schedule's step")
+
+
+@case(9)
+def a_grid_nested_thousands_deep(ws):
+    grid = ws.fresh("deep.toml")
+    grid.write_text("[recipes.a]\nx = " + "[" * 20000 + "]" * 20000 + "\n")
+    one_line(ws.run("sweep", str(grid), "--out", str(ws.fresh("s"))), 2)
+
+
+@case(10)
+def complex_and_boolean_weights(ws):
+    for kind in ("torch.complex64", "torch.bool", "torch.int32"):
+        path = _saved(ws, f"p['model']['head.weight'] = p['model']['head.weight'].to({kind})")
+        one_line(ws.run("evaluate", "--checkpoint", str(path)), 2, "not a floating-point weight")
+
+
+@case(11)
+def sizes_beyond_any_machine(ws):
+    for option, value in (("--dim", "16777216"), ("--mlp-dim", str(10**12)), ("--depth", str(10**9))):
+        one_line(ws.run("train", option, value, "--out", str(ws.fresh("big"))), 2)
+    one_line(ws.run("train", "--randaugment-n", str(10**9), "--out", str(ws.fresh("big"))), 2, "randaugment_n")
+
+
+@case(12)
+def empty_output_paths(ws):
+    one_line(ws.run("train", "--out", ""), 2, "empty path")
+    one_line(ws.run("sweep", "grid.toml", "--out", ""), 2, "empty path")
+
+
+@case(13)
+def metrics_of_another_run_under_the_same_name(ws):
+    a, b = ws.trained("a"), ws.trained("b")
+    own = (a / "metrics.json").read_text()
+    one_line(ws.run("evaluate", "--checkpoint", str(b / "best.pt"), "--metrics", str(a / "metrics.json")), 2)
+    check((a / "metrics.json").read_text() == own, "run A's metrics were replaced")
+
+
+@case(13)
+def a_sweep_rerun_on_other_images(ws):
+    grid = ws.fresh("grid.toml")
+    grid.write_text(GRID.replace("epochs = 2", "epochs = 1"))
+    out = ws.fresh("sweep")
+    check(ws.run("sweep", str(grid), "--out", str(out)).returncode in (0, 2), "the first sweep crashed")
+    other = write_image_folder(ws.fresh("other-cifar"), per_class=7)
+    result = ws.run("sweep", str(grid), "--out", str(out), env={**ws.env, "VIT_TUTORIAL_DATA": str(other)})
+    one_line(result, 2, "other data")
+
+
+@case(14)
+def a_lock_that_links_to_a_users_file(ws):
+    precious = ws.fresh("notes.txt")
+    precious.write_text("mine")
+    out = ws.fresh("linked")
+    out.mkdir()
+    (out / ".lock").symlink_to(precious)
+    one_line(ws.train(out), 2, "is a link")
+    check(precious.read_text() == "mine", "the linked file was changed")
+
+
+@case(15)
+def a_pipe_and_a_newline_in_a_recipe(ws):
+    grid = ws.fresh("grid.toml")
+    grid.write_text(
+        GRID.replace("epochs = 2", "epochs = 1") + '\n[recipes.odd]\nteacher = "a|b\\nc"\ndistillation = "hard"\n'
+    )
+    out = ws.fresh("sweep")
+    ws.run("sweep", str(grid), "--out", str(out))
+    rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("|")]
+    check(all(line.count("|") - line.count("\\|") == rows[0].count("|") for line in rows), "a row has extra cells")
+
+
+@case(16)
+def an_image_replaced_with_its_time_stamp_restored(ws):
+    from PIL import Image
+
+    data = write_image_folder(ws.fresh("cifar"), per_class=3)
+    env = {**ws.env, "VIT_TUTORIAL_DATA": str(data)}
+    code = "from vit_tutorial.data import load_cifar10\nprint(load_cifar10(val_size=5).provenance['test_fingerprint'])"
+    before = api(code, ws, env)
+    target = data / "test" / "cat" / "0000.png"
+    stat = target.stat()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or `rsync -t` leave it
+    after = api(code, ws, env)
+    check(before.stdout and after.stdout and before.stdout != after.stdout, "the stale cache was served")
+
+
+@case(17)
+def a_colour_keyed_png(ws):
+    from PIL import Image
+
+    path = ws.fresh("keyed.png")
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(path, transparency=(10, 20, 30))
+    code = (
+        "import numpy as np\nfrom vit_tutorial.images import read_rgb\n"
+        f"print(np.asarray(read_rgb({str(path)!r}))[0, 0].tolist())"
+    )
+    check(api(code, ws).stdout.strip() == "[255, 255, 255]", "the keyed colour was not laid on white")
+
+
+@case(18)
+def a_second_sigterm_and_a_closed_stdout(ws):
+    out = ws.fresh("twice")
+    process = ws.start(*train_args(out, *LONG))
+    wait_for(lambda: (out / "last.pt").is_file())
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    check(process.returncode == 143 and len(stderr.strip().splitlines()) == 1, f"{process.returncode}: {stderr[-300:]}")
+    piped = ws.fresh("piped")
+    command = " ".join(ws.command(*train_args(piped))) + " | head -1"
+    result = subprocess.run(command, shell=True, env=ws.env, capture_output=True, text=True, check=False)
+    check(
+        result.stderr.strip() == "" and (piped / "best.pt").is_file(), f"a closed stdout broke the run: {result.stderr}"
+    )
+
+
+@case(19)
+def a_grid_that_is_a_pipe(ws):
+    fifo = ws.fresh("grid.toml")
+    os.mkfifo(fifo)
+    one_line(ws.run("sweep", str(fifo), "--out", str(ws.fresh("s")), timeout=60), 2, "not a file")
+
+
+@case(20)
+def helpers_given_nonsense(ws):
+    calls = [
+        "from vit_tutorial.patches import patchify; import torch; patchify(torch.zeros(1, 3, 32, 32), 0)",
+        "from vit_tutorial.viz import image_grid; import torch; image_grid(torch.zeros(2, 3, 32, 32), ncols=0)",
+        "from vit_tutorial.explorer import select_examples; import torch; "
+        "select_examples(torch.arange(10), per_class=-1)",
+        "from vit_tutorial.data import Split; import torch; "
+        "Split(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.tensor([0.5]))",
+        "from vit_tutorial.data import load_cifar10; load_cifar10(val_size=True)",
+        "from vit_tutorial.attention_maps import attention_overlay; import torch; "
+        "attention_overlay(torch.zeros(3, 32, 32), torch.rand(4, 4), float('nan'))",
+    ]
+    for call in calls:
+        result = api(call, ws)
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        check(result.returncode != 0 and last.startswith(("ValueError", "TypeError")), f"{call}: {last or 'no error'}")
+
+
+@case(21)
+def a_weights_url_that_opens_a_comment(ws):
+    code = (
+        "from vit_tutorial import ViT, ViTConfig\nfrom vit_tutorial.explorer import static_explorer_html\n"
+        "from tests.conftest import make_split\n"
+        "html = static_explorer_html(ViT(ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)), make_split(20), "
+        "weights_url='<!--<script>', indices=[0, 1])\nprint('<!--' in html)"
+    )
+    check(api(code, ws).stdout.strip() == "False", "the page holds an unescaped comment opener")
+
+
+@case(22)
+def an_eleventh_class_folder_and_a_link_loop(ws):
+    data = write_image_folder(ws.fresh("cifar"), per_class=3)
+    (data / "train" / "zebra").mkdir()
+    one_line(train_on(ws, data), 2, "zebra")
+    data = write_image_folder(ws.fresh("cifar"), per_class=3)
+    os.symlink("loop.png", data / "train" / "cat" / "loop.png")
+    one_line(train_on(ws, data), 2, "loop")
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ from typing import Any
 
 from .checkpoint import load_checkpoint
 from .config import RunOptions, TrainConfig
-from .data import load_data
+from .data import load_cifar10, load_data
 from .errors import CheckpointError, Interrupted, VitTutorialError, first_line, shown
 from .files import write_atomically, write_json, write_text
 from .record import RunRecord
@@ -259,8 +259,9 @@ def _check_options(out: Path, options: SweepOptions) -> None:
 
 def _data_identity(options: SweepOptions) -> dict[str, Any]:
     """What the recipes will train on, by content: the data set's source and fingerprint, and the subset."""
-    data = load_data(options.data, download=options.download or None, subset=options.subset)
-    return {key: data.provenance.get(key) for key in ("source", "fingerprint", "subset")}
+    data = load_cifar10(options.data, val_size=1, download=options.download or None)  # the split does not matter
+    source, fingerprint = data.provenance["source"], data.provenance["fingerprint"]
+    return {"source": source, "fingerprint": fingerprint, "subset": options.subset}
 
 
 def _groups(recipes: list[Recipe], stack: bool) -> list[list[Recipe]]:
