@@ -187,3 +187,28 @@ def test_an_interrupted_cooldown_resumes_from_its_own_last_epoch_and_matches(fak
         assert a.val_accuracy == b.val_accuracy
     assert resumed.record.branched_from == whole.record.branched_from
     assert resumed.best_epoch == whole.best_epoch
+
+
+@pytest.mark.slow  # a command in a subprocess
+def test_a_run_chosen_by_validation_leaves_the_test_set_alone_until_it_is_shipped(cli_workspace, monkeypatch):
+    import json
+    import sys
+    from pathlib import Path
+
+    from .conftest import run, train_args
+
+    root, env = cli_workspace
+    out = root / "runs" / "cooldown"
+    trained = run(*train_args(out, "--no-test"), env=env)
+    assert trained.returncode == 0 and "test set was left alone" in trained.stdout, trained.stderr
+    assert (out / "best.pt").is_file() and not (out / "metrics.json").exists()
+    monkeypatch.setenv("VIT_TUTORIAL_DATA", env["VIT_TUTORIAL_DATA"])
+    monkeypatch.setenv("VIT_TUTORIAL_CACHE", env["VIT_TUTORIAL_CACHE"])
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    sys.modules.pop("ship_pretrained", None)
+    import ship_pretrained
+
+    best = load_checkpoint(out / "best.pt")
+    ship_pretrained.measure_test(out, best)  # what shipping does, once, for a run trained with --no-test
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["checkpoint_sha256"] == best["content_sha256"] and metrics["num_images"] == 10

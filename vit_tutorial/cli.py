@@ -144,6 +144,12 @@ def _add_train_command(commands) -> None:
     _add_model_option(train, "vit")
     _add_data_options(train)
     _add_run_options(train, "runs/MODEL")
+    train.add_argument(
+        "--no-test",
+        action="store_true",
+        help="leave the test set alone at the end (runs that are chosen between by validation: score only the "
+        "chosen one, with evaluate or tools/ship_pretrained.py)",
+    )
     _add_config_options(train, ViTConfig, MODEL_OPTIONS)
     _add_config_options(train, TrainConfig)
 
@@ -279,7 +285,7 @@ def _train_run(args: argparse.Namespace, model, train_config: TrainConfig, defau
 
     options = _config_from_args(RunOptions, args)
     data = _load_data(args, train_config.val_size, train_config.seed)
-    train_run(model, data, train_config, args.out or default_out, options)
+    train_run(model, data, train_config, args.out or default_out, options, test=not getattr(args, "no_test", False))
 
 
 def _sweep(args: argparse.Namespace) -> None:

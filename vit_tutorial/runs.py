@@ -61,6 +61,11 @@ def train_run(
         return result
     write_json(folder.path / HISTORY, [entry.to_dict() for entry in result.history])
     if not test:
+        print(
+            f"best epoch {result.best_epoch} (val accuracy {result.record.best_val_accuracy:.4f}); the test set was "
+            f"left alone; wrote {shown(folder.path)}/best.pt, history.json",
+            flush=True,
+        )
         return result
     try:
         digest = load_checkpoint(folder.best)[CHECKSUM]
