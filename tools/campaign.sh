@@ -2,6 +2,9 @@
 # The book's training campaign on a CPU (issue 29): one long constant-rate run, and cooldowns branched from it.
 #
 #   tools/campaign.sh setup COMMIT           freeze COMMIT of this repository into $CAMPAIGN/code, make its venv
+#   tools/campaign.sh setup-cooldown COMMIT  freeze COMMIT into $CAMPAIGN/code-cooldown, the code cooldowns run
+#                                            (it must read the main run's checkpoints; cooldowns leave the test
+#                                            set alone, --no-test, and the shipped one is scored once)
 #   tools/campaign.sh main [THREADS]         start or resume the main run in the background (default 1 thread)
 #   tools/campaign.sh cooldown EPOCH N [THREADS]
 #                                            branch (or resume) a cooldown of N epochs from the main run's
@@ -15,6 +18,7 @@ set -euo pipefail
 
 CAMPAIGN=${CAMPAIGN:-/work/campaign}
 CODE=$CAMPAIGN/code
+COOLDOWN_CODE=$CAMPAIGN/code-cooldown
 PYTHON=$CAMPAIGN/venv/bin/python
 RUNS=$CAMPAIGN/runs
 LOGS=$CAMPAIGN/logs
@@ -51,9 +55,9 @@ data_root() {
     echo "$root"
 }
 
-launch() {  # launch NAME ARGS...: train in the background, niced, appending to logs/NAME.log
-    local name=$1
-    shift
+launch() {  # launch CODE NAME ARGS...: train in the background from CODE, niced, appending to logs/NAME.log
+    local code=$1 name=$2
+    shift 2
     mkdir -p "$LOGS" "$RUNS"
     local out=$RUNS/$name
     if [ -f "$out/.lock" ] && ! flock -n "$out/.lock" true; then
@@ -66,33 +70,36 @@ launch() {  # launch NAME ARGS...: train in the background, niced, appending to 
     data=$(data_root)
     echo "=== $(date -u '+%Y-%m-%d %H:%M:%S') UTC: $name on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" \
         >> "$LOGS/$name.log"
-    VIT_TUTORIAL_DATA=$data PYTHONPATH=$CODE setsid nohup nice -n 19 "$PYTHON" -m vit_tutorial train \
+    VIT_TUTORIAL_DATA=$data PYTHONPATH=$code setsid nohup nice -n 19 "$PYTHON" -m vit_tutorial train \
         "${RECIPE[@]}" "$@" --out "$out" "${resume[@]}" --no-progress >> "$LOGS/$name.log" 2>&1 < /dev/null &
     echo "campaign: $name started (process $!), log $LOGS/$name.log"
 }
 
 case "${1:-status}" in
-    setup)
+    setup | setup-cooldown)
         commit=${2:?usage: tools/campaign.sh setup COMMIT}
-        [ -e "$CODE" ] && { echo "campaign: $CODE exists; the campaign's code is frozen" >&2; exit 1; }
-        mkdir -p "$CODE"
-        git -C "$(dirname "$0")/.." archive "$commit" | tar -x -C "$CODE"
-        echo "$(git -C "$(dirname "$0")/.." rev-parse "$commit")" > "$CODE/COMMIT"
+        target=$CODE
+        [ "$1" = setup-cooldown ] && target=$COOLDOWN_CODE
+        [ -e "$target" ] && { echo "campaign: $target exists; the campaign's code is frozen" >&2; exit 1; }
+        mkdir -p "$target"
+        git -C "$(dirname "$0")/.." archive "$commit" | tar -x -C "$target"
+        echo "$(git -C "$(dirname "$0")/.." rev-parse "$commit")" > "$target/COMMIT"
         if [ ! -x "$PYTHON" ]; then
             python3 -m venv "$CAMPAIGN/venv"
             "$PYTHON" -m pip install -q torch==2.14.1 torchvision==0.29.1 einops matplotlib numpy pillow tqdm
         fi
         ;;
     main)
-        launch main --epochs "$MAIN_EPOCHS" --snapshot-every "$SNAPSHOT_EVERY" --threads "${2:-1}"
+        launch "$CODE" main --epochs "$MAIN_EPOCHS" --snapshot-every "$SNAPSHOT_EVERY" --threads "${2:-1}"
         ;;
     cooldown)
         epoch=${2:?usage: tools/campaign.sh cooldown EPOCH N [THREADS]}
         n=${3:?usage: tools/campaign.sh cooldown EPOCH N [THREADS]}
         snapshot=$(printf '%s/main/snapshots/epoch_%04d.pt' "$RUNS" "$epoch")
         [ -f "$snapshot" ] || { echo "campaign: no snapshot $snapshot yet" >&2; exit 1; }
-        launch "cooldown-$epoch-$n" --epochs $((epoch + n)) --cooldown-epochs "$n" --branch-from "$snapshot" \
-            --threads "${4:-1}"
+        [ -d "$COOLDOWN_CODE" ] || { echo "campaign: no $COOLDOWN_CODE; run setup-cooldown first" >&2; exit 1; }
+        launch "$COOLDOWN_CODE" "cooldown-$epoch-$n" --epochs $((epoch + n)) --cooldown-epochs "$n" \
+            --branch-from "$snapshot" --threads "${4:-1}" --no-test
         ;;
     status)
         pgrep -af "vit_tutorial train" || echo "campaign: nothing is training"
@@ -101,7 +108,7 @@ case "${1:-status}" in
         done
         ;;
     *)
-        sed -n '2,12p' "$0"
+        sed -n '2,15p' "$0"
         exit 2
         ;;
 esac
