@@ -112,11 +112,13 @@ def test_a_killed_rank_ends_the_run_and_the_finished_epochs_are_kept(tmp_path):
         ranks = _worker_pids(process.pid)
         assert sorted(ranks) == [0, 1]
         os.kill(ranks[1], signal.SIGKILL)
-        process.communicate(timeout=120)  # torchrun stops rank 0 and ends
+        _, stderr = process.communicate(timeout=120)  # torchrun stops rank 0 and ends
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode != 0
     assert not _worker_pids(process.pid)
+    said = [line for line in stderr.splitlines() if line.startswith("vit-tutorial train:")]  # rank 0's own words
+    assert len(said) == 1 and "unexpected" not in said[0] and "--resume" in said[0], stderr[-2000:]
     kept = load_checkpoint(out / "last.pt")  # whole: written atomically by rank 0
     assert 1 <= kept["epochs_run"] < 500

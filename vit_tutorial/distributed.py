@@ -79,3 +79,11 @@ def add_over_ranks(tensors: list[torch.Tensor]) -> None:
 def wait_for_all() -> None:
     """Continue when every rank has got here."""
     dist.barrier()
+
+
+def peer_lost(error: RuntimeError) -> bool:
+    """Whether `error` is a collective operation failing because another rank has gone (killed, or stopped by its
+    own error): the process group is up, and the message is the backend's about a lost connection."""
+    text = str(error).lower()
+    lost = ("connection reset", "connection closed", "broken pipe", "socket", "timed out", "nccl", "gloo")
+    return dist.is_initialized() and any(word in text for word in lost)

@@ -14,7 +14,7 @@ from . import distributed
 from .checkpoint import CHECKSUM, load_checkpoint
 from .config import RunOptions, TrainConfig
 from .data import CIFAR10
-from .errors import Interrupted, option, shown
+from .errors import Interrupted, VitTutorialError, first_line, option, shown
 from .evaluate import save_metrics, test_metrics
 from .files import write_json
 from .records import FinishedRun, find_finished_run, load_run_record
@@ -51,12 +51,13 @@ def train_run(
     try:
         result = fit(model, data, config, out_dir=folder.path, options=options)
     except KeyboardInterrupt as stop:
-        kept = (
-            f"finished epochs are saved in {shown(folder.last)}: add {option('resume')} to continue"
-            if folder.last.is_file()
-            else "no epoch had finished, so nothing was saved"
-        )
-        raise Interrupted(f"interrupted; {kept}", exit_code(stop)) from None
+        raise Interrupted(f"interrupted; {_kept(folder)}", exit_code(stop)) from None
+    except RuntimeError as error:  # on several processes: another one stopped, and its connection with it
+        if ranks is None or not distributed.peer_lost(error):
+            raise
+        raise VitTutorialError(
+            f"another process of this run stopped ({first_line(error, 100)}); {_kept(folder)}"
+        ) from None
     if not leader:
         return result
     write_json(folder.path / HISTORY, [entry.to_dict() for entry in result.history])
@@ -84,6 +85,13 @@ def train_run(
         f"test accuracy {metrics['accuracy']:.4f}; wrote {shown(folder.path)}/best.pt, history.json, metrics.json"
     )
     return result
+
+
+def _kept(folder: RunFolder) -> str:
+    """What an interrupted run keeps, and how to go on."""
+    if folder.last.is_file():
+        return f"finished epochs are saved in {shown(folder.last)}: add {option('resume')} to continue"
+    return "no epoch had finished, so nothing was saved"
 
 
 def train_or_reuse(
